@@ -1,0 +1,96 @@
+/*
+ * cmd.c: the path every well-formed request takes. Before negotiation only
+ * the commands marked for it exist; afterwards a command the proxy owns runs
+ * here, and every other one goes to QEMU untouched but for its id.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "qbranch.h"
+
+static const struct cmd_entry *cmd_table[] = {
+	&cmd_qmp_capabilities_entry,
+};
+
+static const struct cmd_entry *
+cmd_find(const char *name)
+{
+	size_t	i;
+
+	for (i = 0; i < sizeof cmd_table / sizeof cmd_table[0]; i++) {
+		if (strcmp(cmd_table[i]->name, name) == 0)
+			return cmd_table[i];
+	}
+	return NULL;
+}
+
+/* Parses the arguments of a command the proxy runs itself (new reference). */
+static json_t *
+cmd_arguments(struct client *c, const struct qmp_msg *msg,
+    const struct qmp_request *req)
+{
+	struct buf	 b = { NULL, 0, 0 };
+	json_t		*args;
+	char		*raw;
+	size_t		 n;
+
+	if (req->args == NULL)
+		return json_object();
+	n = req->args->val_end - req->args->val_off;
+	raw = xmalloc(n);
+	conn_copy_in(c->conn, req->args->val_off, raw, n);
+	qmp_requote(&b, raw, n);
+	free(raw);
+	/* Fails only on what jansson cannot hold (integers past int64). */
+	args = json_loadb(b.data, b.len, 0, NULL);
+	buf_free(&b);
+	return args;
+}
+
+/*
+ * Runs or forwards a request whose shape request_parse() accepted, and
+ * consumes its bytes from the client's input.
+ */
+void
+cmd_dispatch(struct client *c, const struct qmp_msg *msg,
+    const struct qmp_request *req)
+{
+	const struct cmd_entry	*ce;
+	json_t			*args = NULL;
+	char			*id = NULL, *desc = NULL;
+	size_t			 idlen = 0;
+
+	ce = cmd_find(req->name);
+	if (c->state == CLIENT_COMMAND && ce == NULL) {
+		upstream_forward(c, msg, req);
+		return;
+	}
+	if (req->id != NULL)
+		id = client_copy_id(c, msg, req->id, &idlen);
+	if (c->state != CLIENT_COMMAND &&
+	    (ce == NULL || !(ce->flags & CMD_NEGOTIATION))) {
+		client_send_error(c, "CommandNotFound", "Expecting capabilities "
+		    "negotiation with 'qmp_capabilities'", id, idlen);
+		goto out;
+	}
+	if (req->oob) {
+		xasprintf(&desc, "The command %s does not support OOB",
+		    req->name);
+		client_send_error(c, "GenericError", desc, id, idlen);
+		goto out;
+	}
+	if ((args = cmd_arguments(c, msg, req)) == NULL) {
+		client_send_error(c, "GenericError",
+		    "Invalid parameter value in 'arguments'", id, idlen);
+		goto out;
+	}
+	ce->exec(c, args, id, idlen);
+out:
+	json_decref(args);
+	free(desc);
+	free(id);
+	conn_move_fds(c->conn, msg->start + msg->len, NULL);
+	conn_drain_in(c->conn, msg->len);
+}

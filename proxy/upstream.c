@@ -1,0 +1,432 @@
+/*
+ * upstream.c: the one connection to QEMU's monitor. It (re)connects with
+ * backoff, keeps QEMU's greeting for the clients, negotiates once for all of
+ * them, gives every forwarded command a proxy-unique id and sends each reply
+ * back to the client that asked, with that client's own id spliced in.
+ * Events go to every client in command mode.
+ */
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "qbranch.h"
+
+#define UP_BACKOFF_MIN_MS	50
+#define UP_BACKOFF_MAX_MS	2000
+#define UP_GREETING_TIMEOUT	10	/* seconds */
+
+static struct {
+	char			*path;
+	enum {
+		UP_DOWN,
+		UP_GREETING,
+		UP_NEGOTIATING,
+		UP_READY,
+	}			 state;
+	struct conn		*conn;
+	struct qmp_framer	*fr;
+	char			*greeting;
+	size_t			 greeting_len;
+	int			 oob;
+	uint64_t		 next_uid;
+	struct pendings		 pending;
+	struct event		*timer;
+	int			 backoff_ms;
+	int			 waiting_logged;
+} up = { .pending = TAILQ_HEAD_INITIALIZER(up.pending) };
+
+static void	upstream_connect(void);
+static void	upstream_timer_cb(int, short, void *);
+static void	upstream_read_cb(struct conn *, void *);
+static void	upstream_error_cb(struct conn *, const char *, void *);
+static void	upstream_down(const char *);
+
+/* Whether clients can be served. */
+int
+upstream_is_ready(void)
+{
+	return up.state == UP_READY;
+}
+
+/* QEMU's greeting, as it sent it. */
+const char *
+upstream_greeting(size_t *len)
+{
+	*len = up.greeting_len;
+	return up.greeting;
+}
+
+/* Whether QEMU offered out-of-band execution (and so can clients). */
+int
+upstream_has_oob(void)
+{
+	return up.oob;
+}
+
+/* Starts connecting to QEMU's monitor socket at path. */
+void
+upstream_start(const char *path)
+{
+	up.path = xstrdup(path);
+	up.timer = evtimer_new(base, upstream_timer_cb, NULL);
+	up.backoff_ms = UP_BACKOFF_MIN_MS;
+	upstream_connect();
+}
+
+/* Drops the connection for good (shutdown). */
+void
+upstream_stop(void)
+{
+	if (up.timer != NULL)
+		event_free(up.timer);
+	up.timer = NULL;
+	if (up.state != UP_DOWN)
+		upstream_down("shutting down");
+	free(up.path);
+	up.path = NULL;
+	free(up.greeting);
+	up.greeting = NULL;
+}
+
+/* Frees a request record. */
+void
+pending_free(struct pending *p)
+{
+	free(p->id);
+	free(p->reply);
+	free(p);
+}
+
+static void
+upstream_retry(void)
+{
+	struct timeval	tv;
+
+	tv.tv_sec = up.backoff_ms / 1000;
+	tv.tv_usec = (up.backoff_ms % 1000) * 1000;
+	evtimer_add(up.timer, &tv);
+	up.backoff_ms *= 2;
+	if (up.backoff_ms > UP_BACKOFF_MAX_MS)
+		up.backoff_ms = UP_BACKOFF_MAX_MS;
+}
+
+static void
+upstream_connect(void)
+{
+	struct sockaddr_un	 sun;
+	struct timeval		 tv = { UP_GREETING_TIMEOUT, 0 };
+	int			 fd;
+
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	strncpy(sun.sun_path, up.path, sizeof sun.sun_path - 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		fatal("socket");
+	if (connect(fd, (struct sockaddr *)&sun, sizeof sun) == -1 &&
+	    errno != EINPROGRESS) {
+		if (!up.waiting_logged)
+			log_info("waiting for QEMU at %s: %s", up.path,
+			    strerror(errno));
+		up.waiting_logged = 1;
+		close(fd);
+		upstream_retry();
+		return;
+	}
+	log_debug("connected to %s, waiting for the greeting", up.path);
+	up.conn = conn_new(fd, upstream_read_cb, upstream_error_cb, NULL,
+	    NULL);
+	up.fr = qmp_framer_new(SIZE_MAX / 2);
+	up.state = UP_GREETING;
+	evtimer_add(up.timer, &tv);
+}
+
+static void
+upstream_timer_cb(int fd, short what, void *arg)
+{
+	if (up.state == UP_DOWN)
+		upstream_connect();
+	else if (up.state != UP_READY)
+		upstream_down("no greeting from QEMU in time");
+}
+
+/*
+ * QEMU went away: its clients are disconnected, as QEMU itself would do,
+ * and the proxy connects again when QEMU is back.
+ */
+static void
+upstream_down(const char *reason)
+{
+	struct pending	*p;
+
+	if (up.state == UP_READY)
+		log_warnx("QEMU at %s went away: %s", up.path, reason);
+	else
+		log_debug("QEMU at %s: %s", up.path, reason);
+	client_close_all("QEMU went away");
+	while ((p = TAILQ_FIRST(&up.pending)) != NULL) {
+		TAILQ_REMOVE(&up.pending, p, up_entry);
+		pending_free(p);
+	}
+	conn_free(up.conn);
+	up.conn = NULL;
+	qmp_framer_free(up.fr);
+	up.fr = NULL;
+	up.state = UP_DOWN;
+	up.waiting_logged = 0;
+	if (up.timer != NULL) {
+		evtimer_del(up.timer);
+		upstream_retry();
+	}
+}
+
+static void
+upstream_error_cb(struct conn *conn, const char *reason, void *arg)
+{
+	upstream_down(reason);
+}
+
+/*
+ * Detaches a closing client from the requests it has in flight: their
+ * replies will be dropped on arrival.
+ */
+void
+upstream_forget_client(struct client *c)
+{
+	struct pending	*p;
+
+	TAILQ_FOREACH(p, &up.pending, up_entry) {
+		if (p->client != c)
+			continue;
+		p->client = NULL;
+		if (!(p->flags & PENDING_OOB)) {
+			TAILQ_REMOVE(&c->replies, p, client_entry);
+			c->nreplies--;
+		}
+	}
+}
+
+/*
+ * Sends a client's command to QEMU under a fresh id; the bytes move from
+ * the client's input with only the id changed.
+ */
+void
+upstream_forward(struct client *c, const struct qmp_msg *msg,
+    const struct qmp_request *req)
+{
+	struct pending	*p;
+	struct splice	 sp;
+	char		 ins[48];
+	int		 n;
+
+	p = xcalloc(1, sizeof *p);
+	p->uid = ++up.next_uid;
+	p->client = c;
+	if (req->id != NULL) {
+		p->id = client_copy_id(c, msg, req->id, &p->idlen);
+		splice_id_replace(req->id, &sp);
+		n = snprintf(ins, sizeof ins, "%" PRIu64, p->uid);
+	} else {
+		p->flags |= PENDING_NOID;
+		splice_id_insert(&sp);
+		n = snprintf(ins, sizeof ins, "\"id\": %" PRIu64 ", ", p->uid);
+	}
+	if (req->oob)
+		p->flags |= PENDING_OOB;
+	else {
+		TAILQ_INSERT_TAIL(&c->replies, p, client_entry);
+		c->nreplies++;
+	}
+	TAILQ_INSERT_TAIL(&up.pending, p, up_entry);
+	conn_move_fds(c->conn, msg->start + msg->len, up.conn);
+	conn_splice(c->conn, up.conn, msg->len, &sp, ins, n);
+}
+
+/* Sends QEMU's reply to the client that asked, with its own id. */
+static void
+upstream_reply(const struct qmp_msg *msg)
+{
+	const struct qmp_member	*idm;
+	struct pending		*p;
+	struct client		*c;
+	struct splice		 sp = { msg->len, 0 };
+	char			 num[24];
+	size_t			 n;
+	uint64_t		 uid;
+	const char		*ins = NULL;
+	size_t			 inslen = 0;
+	struct buf		 b = { NULL, 0, 0 };
+
+	idm = qmp_msg_member(msg, "id");
+	if (idm != NULL) {
+		n = idm->val_end - idm->val_off;
+		if (n >= sizeof num)
+			n = sizeof num - 1;
+		conn_copy_in(up.conn, idm->val_off, num, n);
+		num[n] = '\0';
+		uid = strtoull(num, NULL, 10);
+		TAILQ_FOREACH(p, &up.pending, up_entry) {
+			if (p->uid == uid)
+				break;
+		}
+	} else {
+		/* In-band replies come in order: the oldest one is due. */
+		TAILQ_FOREACH(p, &up.pending, up_entry) {
+			if (!(p->flags & PENDING_OOB))
+				break;
+		}
+	}
+	if (p == NULL) {
+		log_warnx("QEMU replied to no request of ours; dropped");
+		conn_drain_in(up.conn, msg->len);
+		return;
+	}
+	TAILQ_REMOVE(&up.pending, p, up_entry);
+	if ((c = p->client) == NULL || (c->flags & CLIENT_CLOSING)) {
+		conn_drain_in(up.conn, msg->len);
+		if (c == NULL)
+			pending_free(p);
+		return;
+	}
+	if (idm != NULL && (p->flags & PENDING_NOID))
+		splice_id_remove(msg, idm, &sp);
+	else if (idm != NULL) {
+		splice_id_replace(idm, &sp);
+		ins = p->id;
+		inslen = p->idlen;
+	} else if (!(p->flags & PENDING_NOID)) {
+		buf_addstr(&b, "\"id\": ");
+		buf_add(&b, p->id, p->idlen);
+		buf_addstr(&b, ", ");
+		splice_id_insert(&sp);
+		ins = b.data;
+		inslen = b.len;
+	}
+	conn_splice(up.conn, c->conn, msg->len, &sp, ins, inslen);
+	buf_free(&b);
+	client_sent(c);
+	if (p->flags & PENDING_OOB)
+		pending_free(p);
+	else
+		client_reply_done(c, p);
+}
+
+static void
+upstream_event(const struct qmp_msg *msg)
+{
+	struct client	*c;
+	const char	*data;
+
+	data = (const char *)evbuffer_pullup(up.conn->in, msg->len);
+	TAILQ_FOREACH(c, &clients, entry) {
+		if (c->state == CLIENT_COMMAND)
+			client_send(c, data, msg->len);
+	}
+	conn_drain_in(up.conn, msg->len);
+}
+
+/* Keeps QEMU's greeting and negotiates capabilities for the proxy. */
+static void
+upstream_greeted(const struct qmp_msg *msg)
+{
+	json_t		*root, *caps, *v;
+	json_error_t	 err;
+	size_t		 i;
+	const char	*cmd;
+
+	free(up.greeting);
+	up.greeting_len = msg->len;
+	up.greeting = xmalloc(msg->len + 1);
+	evbuffer_remove(up.conn->in, up.greeting, msg->len);
+	up.conn->in_off += msg->len;
+	up.greeting[msg->len] = '\0';
+	up.oob = 0;
+	root = json_loadb(up.greeting, up.greeting_len, 0, &err);
+	caps = json_object_get(json_object_get(root, "QMP"), "capabilities");
+	json_array_foreach(caps, i, v) {
+		if (json_is_string(v) && strcmp(json_string_value(v), "oob") == 0)
+			up.oob = 1;
+	}
+	if (json_array_size(caps) > (size_t)up.oob) {
+		/* Offer clients only what the proxy supports too. */
+		json_object_set_new(json_object_get(root, "QMP"),
+		    "capabilities", up.oob ? json_pack("[s]", "oob") :
+		    json_array());
+		free(up.greeting);
+		up.greeting = json_dumps(root, JSON_PRESERVE_ORDER);
+		if (up.greeting == NULL)
+			fatalx("json_dumps");
+		up.greeting_len = strlen(up.greeting);
+	}
+	json_decref(root);
+	cmd = up.oob ?
+	    "{\"execute\": \"qmp_capabilities\", "
+	    "\"arguments\": {\"enable\": [\"oob\"]}, \"id\": 0}" :
+	    "{\"execute\": \"qmp_capabilities\", \"id\": 0}";
+	conn_write(up.conn, cmd, strlen(cmd));
+	up.state = UP_NEGOTIATING;
+}
+
+static void
+upstream_handle(const struct qmp_msg *msg)
+{
+	if (msg->error != NULL || msg->type != QMP_T_OBJECT) {
+		log_warnx("QEMU sent what is not a QMP message (%s); skipped",
+		    msg->error ? msg->error : "not an object");
+		conn_drain_in(up.conn, msg->len);
+		return;
+	}
+	switch (up.state) {
+	case UP_GREETING:
+		if (qmp_msg_member(msg, "QMP") == NULL) {
+			upstream_down("QEMU did not greet");
+			return;
+		}
+		upstream_greeted(msg);
+		return;
+	case UP_NEGOTIATING:
+		if (qmp_msg_member(msg, "event") != NULL) {
+			conn_drain_in(up.conn, msg->len);
+			return;
+		}
+		conn_drain_in(up.conn, msg->len);
+		if (qmp_msg_member(msg, "return") == NULL) {
+			upstream_down("QEMU refused qmp_capabilities");
+			return;
+		}
+		up.state = UP_READY;
+		up.backoff_ms = UP_BACKOFF_MIN_MS;
+		evtimer_del(up.timer);
+		log_info("connected to QEMU at %s", up.path);
+		client_upstream_ready();
+		return;
+	case UP_READY:
+		if (qmp_msg_member(msg, "event") != NULL)
+			upstream_event(msg);
+		else
+			upstream_reply(msg);
+		return;
+	case UP_DOWN:
+		break;
+	}
+	conn_drain_in(up.conn, msg->len);
+}
+
+static void
+upstream_read_cb(struct conn *conn, void *arg)
+{
+	const struct qmp_msg	*msg;
+
+	while (up.conn == conn && (msg = conn_next_msg(conn, up.fr)) != NULL)
+		upstream_handle(msg);
+}
