@@ -79,14 +79,19 @@ client_upstream_ready(void)
 	}
 }
 
-/* Closes every session, as QEMU going away would. */
+/*
+ * Closes every session QEMU greeted, as QEMU going away would; the ones
+ * still waiting for a QEMU go on waiting.
+ */
 void
 client_close_all(const char *reason)
 {
 	struct client	*c;
 
-	TAILQ_FOREACH(c, &clients, entry)
-		client_close(c, reason);
+	TAILQ_FOREACH(c, &clients, entry) {
+		if (c->state != CLIENT_WAITING)
+			client_close(c, reason);
+	}
 }
 
 /*

@@ -14,7 +14,7 @@
 #define QB_DEFAULT_MAX_MESSAGE	(64u << 20)	/* QEMU's own token limit */
 #define QB_DEFAULT_MAX_CLIENTS	256
 #define QB_DEFAULT_MAX_INFLIGHT	128
-#define QB_DEFAULT_MAX_OUTPUT	(64u << 20)
+#define QB_DEFAULT_MAX_OUTPUT	(64u << 20)	/* per client */
 #define QB_MAX_FDS		253		/* SCM_MAX_FD on Linux */
 
 /* log.c */
