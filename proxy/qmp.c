@@ -110,6 +110,7 @@ struct qmp_framer {
 
 	/* streamer */
 	int			 group;		/* a group of tokens is open */
+	int			 discard;	/* over a limit: skip to its end */
 	uint64_t		 group_start;
 	int			 braces;
 	int			 brackets;
@@ -148,7 +149,7 @@ static int	key_insert(struct qmp_framer *, uint32_t, size_t);
 static void	group_reset(struct qmp_framer *);
 static void	emit(struct qmp_framer *, const char *, uint64_t);
 static void	lex_error(struct qmp_framer *, unsigned char);
-static void	limit_error(struct qmp_framer *, const char *);
+static void	over_limit(struct qmp_framer *, const char *);
 static void	token(struct qmp_framer *, enum token, uint64_t);
 static void	parse_token(struct qmp_framer *, enum token, uint64_t);
 static void	value_begin(struct qmp_framer *, enum token, uint64_t);
@@ -202,6 +203,8 @@ qmp_framer_offset(const struct qmp_framer *fr)
 uint64_t
 qmp_framer_keep(const struct qmp_framer *fr)
 {
+	if (fr->discard)
+		return fr->pos;
 	if (fr->group)
 		return fr->group_start;
 	if (fr->lex != L_START && fr->lex != L_RECOVERY)
@@ -229,11 +232,11 @@ qmp_framer_feed(struct qmp_framer *fr, const char *buf, size_t len,
 			i++;
 			fr->pos++;
 		}
-		if (!fr->ready && (fr->group ||
+		if (!fr->ready && !fr->discard && (fr->group ||
 		    (fr->lex != L_START && fr->lex != L_RECOVERY))) {
 			from = fr->group ? fr->group_start : fr->tok_start;
 			if (fr->pos - from > fr->max_message)
-				limit_error(fr, "JSON token size limit exceeded");
+				over_limit(fr, "JSON token size limit exceeded");
 		}
 		if (fr->ready) {
 			*msg = &fr->msg;
@@ -247,6 +250,7 @@ static void
 group_reset(struct qmp_framer *fr)
 {
 	fr->group = 0;
+	fr->discard = 0;
 	fr->braces = fr->brackets = 0;
 	fr->ntokens = 0;
 	fr->depth = 0;
@@ -368,25 +372,30 @@ lex_error(struct qmp_framer *fr, unsigned char c)
 		snprintf(fr->errbuf, sizeof fr->errbuf, "stray '%c'", c);
 	else
 		snprintf(fr->errbuf, sizeof fr->errbuf, "stray '\\x%02X'", c);
-	start = fr->group ? fr->group_start :
+	start = fr->discard ? fr->pos : fr->group ? fr->group_start :
 	    (fr->lex == L_START ? fr->pos : fr->tok_start);
 	fr->lex = L_RECOVERY;
 	fr->pos++;		/* the offending byte belongs to the error */
-	emit(fr, fr->errbuf, start);
+	emit(fr, fr->discard ? fr->perr : fr->errbuf, start);
 	fr->pos--;
 }
 
-/* A message over a limit: answered at once, then skip ahead. */
+/*
+ * A message over a limit is read to its end without keeping anything of
+ * it, then answered with one error: the client can go on after it.
+ */
 static void
-limit_error(struct qmp_framer *fr, const char *text)
+over_limit(struct qmp_framer *fr, const char *text)
 {
-	uint64_t	start;
-
-	start = fr->group ? fr->group_start :
-	    (fr->lex == L_START || fr->lex == L_RECOVERY ? fr->pos :
-	    fr->tok_start);
-	fr->lex = L_RECOVERY;
-	emit(fr, text, start);
+	if (!fr->group) {
+		fr->group = 1;
+		fr->group_start = fr->tok_start;
+	}
+	fr->discard = 1;
+	fr->perr = text;
+	fr->decode = D_NONE;
+	fr->nmembers = 0;
+	fr->in_member = 0;
 }
 
 /* Counts a token into its group and parses it; end is one past it. */
@@ -397,10 +406,8 @@ token(struct qmp_framer *fr, enum token t, uint64_t end)
 		fr->group = 1;
 		fr->group_start = fr->tok_start;
 	}
-	if (++fr->ntokens > QMP_MAX_TOKENS) {
-		limit_error(fr, "JSON token count limit exceeded");
-		return;
-	}
+	if (++fr->ntokens > QMP_MAX_TOKENS && !fr->discard)
+		over_limit(fr, "JSON token count limit exceeded");
 	switch (t) {
 	case T_LCURLY:
 		fr->braces++;
@@ -417,10 +424,8 @@ token(struct qmp_framer *fr, enum token t, uint64_t end)
 	default:
 		break;
 	}
-	if (fr->braces + fr->brackets > QMP_MAX_NESTING) {
-		limit_error(fr, "JSON nesting depth limit exceeded");
-		return;
-	}
+	if (fr->braces + fr->brackets > QMP_MAX_NESTING && !fr->discard)
+		over_limit(fr, "JSON nesting depth limit exceeded");
 	parse_token(fr, t, end);
 	if ((fr->braces > 0 || fr->brackets > 0) &&
 	    fr->braces >= 0 && fr->brackets >= 0)
@@ -428,7 +433,10 @@ token(struct qmp_framer *fr, enum token t, uint64_t end)
 	/* The group is balanced: QEMU parses it now. */
 	if (fr->perr == NULL && !fr->done)
 		fr->perr = "expecting value";
-	if (fr->perr != NULL) {
+	if (fr->discard) {
+		/* Its bytes are gone already: an empty error at the end. */
+		emit(fr, fr->perr, fr->pos);
+	} else if (fr->perr != NULL) {
 		snprintf(fr->errbuf, sizeof fr->errbuf, "%s", fr->perr);
 		emit(fr, fr->errbuf, fr->group_start);
 	} else

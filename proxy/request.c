@@ -40,7 +40,7 @@ request_parse(const struct qmp_msg *msg, int allow_oob,
 			}
 			if (exec != NULL) {
 				*cause = xstrdup("QMP input member 'execute' "
-				    "and 'exec-oob' are mutually exclusive");
+				    "clashes with 'exec-oob'");
 				return -1;
 			}
 			exec = m;

@@ -30,7 +30,7 @@ static const struct {
 	  "!QMP input member 'exec-oob' is unexpected" },
 	{ "{\"exec-oob\":\"migrate-pause\"}", 1, "migrate-pause" },
 	{ "{\"exec-oob\":\"x\",\"execute\":\"y\"}", 1,
-	  "!QMP input member 'execute' and 'exec-oob' are mutually exclusive" },
+	  "!QMP input member 'execute' clashes with 'exec-oob'" },
 	{ "{\"control\":{},\"execute\":\"y\"}", 0,
 	  "!QMP input member 'control' is unexpected" },
 };
