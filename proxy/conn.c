@@ -136,15 +136,27 @@ conn_kick(struct conn *c)
 }
 
 /*
- * Moves every descriptor src received with bytes before offset end to the
- * output of dst, to leave with the bytes dst is given next. With dst NULL
- * they are closed: the message they came with was not forwarded.
+ * The peer of a connection with CONN_FDS_ONE has used the descriptors sent
+ * last: the next batch may go.
  */
 void
+conn_release_fds(struct conn *c)
+{
+	c->flags &= ~CONN_FDS_HELD;
+	conn_kick(c);
+}
+
+/*
+ * Moves every descriptor src received with bytes before offset end to the
+ * output of dst, to leave with the bytes dst is given next. With dst NULL
+ * they are closed: the message they came with was not forwarded. Returns
+ * the number of batches moved.
+ */
+int
 conn_move_fds(struct conn *src, uint64_t end, struct conn *dst)
 {
 	struct fdbatch	*b;
-	int		 i;
+	int		 i, moved = 0;
 
 	while ((b = TAILQ_FIRST(&src->rfds)) != NULL && b->off < end) {
 		TAILQ_REMOVE(&src->rfds, b, entry);
@@ -156,7 +168,9 @@ conn_move_fds(struct conn *src, uint64_t end, struct conn *dst)
 		}
 		b->off = dst->out_off + evbuffer_get_length(dst->out);
 		TAILQ_INSERT_TAIL(&dst->wfds, b, entry);
+		moved++;
 	}
+	return moved;
 }
 
 /*
@@ -357,10 +371,14 @@ conn_flush(struct conn *c)
 		    len)
 			upto = b->off - c->out_off;
 		if (b != NULL && b->off <= c->out_off) {
+			if (c->flags & CONN_FDS_HELD)
+				break;
 			if (TAILQ_NEXT(b, entry) != NULL &&
 			    TAILQ_NEXT(b, entry)->off - c->out_off < len)
 				upto = TAILQ_NEXT(b, entry)->off - c->out_off;
 			n = conn_send_fds(c, b, upto);
+			if (n == 0 && (c->flags & CONN_FDS_ONE))
+				c->flags |= CONN_FDS_HELD;
 		} else {
 			n = evbuffer_write_atmost(c->out, c->fd, upto);
 			if (n > 0)

@@ -157,6 +157,8 @@ struct conn {
 #define CONN_READING	0x1
 #define CONN_DEAD	0x2			/* peer gone or error */
 #define CONN_FLUSHING	0x4
+#define CONN_FDS_ONE	0x8			/* one batch in use at a time */
+#define CONN_FDS_HELD	0x10			/* until conn_release_fds() */
 	void			(*read_cb)(struct conn *, void *);
 	void			(*error_cb)(struct conn *, const char *,
 				    void *);
@@ -172,7 +174,8 @@ void		 conn_kick(struct conn *);
 void		 conn_drain_in(struct conn *, size_t);
 void		 conn_write(struct conn *, const void *, size_t);
 size_t		 conn_out_len(struct conn *);
-void		 conn_move_fds(struct conn *, uint64_t, struct conn *);
+int		 conn_move_fds(struct conn *, uint64_t, struct conn *);
+void		 conn_release_fds(struct conn *);
 void		 conn_splice(struct conn *, struct conn *, size_t,
 		    const struct splice *, const char *, size_t);
 const struct qmp_msg *conn_next_msg(struct conn *, struct qmp_framer *);
@@ -241,6 +244,7 @@ struct pending {
 #define PENDING_OOB	0x1
 #define PENDING_LOCAL	0x2			/* answered by the proxy */
 #define PENDING_NOID	0x4
+#define PENDING_FDS	0x8			/* came with descriptors */
 	char			*reply;		/* a local reply, ready */
 	TAILQ_ENTRY(pending)	 up_entry;	/* upstream's queue */
 	TAILQ_ENTRY(pending)	 client_entry;	/* client's queue */

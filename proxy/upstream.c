@@ -146,6 +146,12 @@ upstream_connect(void)
 	log_debug("connected to %s, waiting for the greeting", up.path);
 	up.conn = conn_new(fd, upstream_read_cb, upstream_error_cb, NULL,
 	    NULL);
+	/*
+	 * QEMU keeps only the descriptors of its latest read, and with oob on
+	 * it reads ahead of the command that will use them: send a batch only
+	 * once the command that took the previous one has been answered.
+	 */
+	up.conn->flags |= CONN_FDS_ONE;
 	up.fr = qmp_framer_new(SIZE_MAX / 2);
 	up.state = UP_GREETING;
 	evtimer_add(up.timer, &tv);
@@ -248,7 +254,8 @@ upstream_forward(struct client *c, const struct qmp_msg *msg,
 		c->nreplies++;
 	}
 	TAILQ_INSERT_TAIL(&up.pending, p, up_entry);
-	conn_move_fds(c->conn, msg->start + msg->len, up.conn);
+	if (conn_move_fds(c->conn, msg->start + msg->len, up.conn) > 0)
+		p->flags |= PENDING_FDS;
 	conn_splice(c->conn, up.conn, msg->len, &sp, ins, n);
 }
 
@@ -292,6 +299,8 @@ upstream_reply(const struct qmp_msg *msg)
 		return;
 	}
 	TAILQ_REMOVE(&up.pending, p, up_entry);
+	if (p->flags & PENDING_FDS)
+		conn_release_fds(up.conn);
 	if ((c = p->client) == NULL || (c->flags & CLIENT_CLOSING)) {
 		conn_drain_in(up.conn, msg->len);
 		if (c == NULL)
