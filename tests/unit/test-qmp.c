@@ -253,9 +253,10 @@ test_splice(void)
 static void
 test_requote(void)
 {
-	struct buf	b = { NULL, 0, 0 };
+	struct buf	 b = { NULL, 0, 0 };
+	const char	*in = "{'a': 'it\\'s \"x\"', \"b\": \"'\"}";
 
-	qmp_requote(&b, "{'a': 'it\\'s \"x\"', \"b\": \"'\"}", 30);
+	qmp_requote(&b, in, strlen(in));
 	ok(strcmp(b.data, "{\"a\": \"it's \\\"x\\\"\", \"b\": \"'\"}") == 0,
 	    "single quotes become double: %s", b.data);
 	buf_free(&b);
