@@ -128,6 +128,7 @@ client_free(struct client *c)
 {
 	struct pending	*p;
 
+	snap_client_gone(c);
 	while ((p = TAILQ_FIRST(&c->replies)) != NULL) {
 		TAILQ_REMOVE(&c->replies, p, client_entry);
 		pending_free(p);
@@ -176,7 +177,7 @@ client_recheck(struct client *c)
 
 	if (c->flags & CLIENT_CLOSING || c->state == CLIENT_WAITING)
 		return;
-	ok = c->nreplies < opts.max_inflight &&
+	ok = !(c->flags & CLIENT_BUSY) && c->nreplies < opts.max_inflight &&
 	    conn_out_len(c->conn) < CLIENT_OUT_HIWAT;
 	if (ok && !(c->conn->flags & CONN_READING)) {
 		conn_read_enable(c->conn, 1);

@@ -12,7 +12,75 @@
 
 static const struct cmd_entry *cmd_table[] = {
 	&cmd_qmp_capabilities_entry,
+	&cmd_snapshot_create_entry,
+	&cmd_snapshot_revert_entry,
+	&cmd_branch_switch_entry,
+	&cmd_snapshot_delete_entry,
+	&cmd_branch_delete_entry,
+	&cmd_snapshot_edit_entry,
+	&cmd_query_snapshots_entry,
+	&cmd_query_branches_entry,
+	&cmd_query_disks_entry,
 };
+
+/*
+ * Checks arguments against a spec the way QEMU's input visitor does, with
+ * its texts. Returns -1 with an allocated *cause.
+ */
+int
+cmd_check_args(json_t *args, const struct arg_spec *spec, char **cause)
+{
+	const struct arg_spec	*a;
+	const char		*key, *want;
+	json_t			*v;
+	int			 good;
+
+	for (a = spec; a->name != NULL; a++) {
+		v = json_object_get(args, a->name);
+		if (v == NULL) {
+			if (a->required) {
+				xasprintf(cause, "Parameter '%s' is missing",
+				    a->name);
+				return -1;
+			}
+			continue;
+		}
+		switch (a->type) {
+		case 's':
+			good = json_is_string(v);
+			want = "string";
+			break;
+		case 'b':
+			good = json_is_boolean(v);
+			want = "boolean";
+			break;
+		case 'a':
+			good = json_is_array(v);
+			want = "array";
+			break;
+		default:
+			good = json_is_integer(v);
+			want = "integer";
+			break;
+		}
+		if (!good) {
+			xasprintf(cause, "Invalid parameter type for '%s', "
+			    "expected: %s", a->name, want);
+			return -1;
+		}
+	}
+	json_object_foreach(args, key, v) {
+		for (a = spec; a->name != NULL; a++) {
+			if (strcmp(a->name, key) == 0)
+				break;
+		}
+		if (a->name == NULL) {
+			xasprintf(cause, "Parameter '%s' is unexpected", key);
+			return -1;
+		}
+	}
+	return 0;
+}
 
 static const struct cmd_entry *
 cmd_find(const char *name)
@@ -63,12 +131,20 @@ cmd_dispatch(struct client *c, const struct qmp_msg *msg,
 	size_t			 idlen = 0;
 
 	ce = cmd_find(req->name);
-	if (c->state == CLIENT_COMMAND && ce == NULL) {
+	if (c->state == CLIENT_COMMAND && ce == NULL &&
+	    !snap_op_blocks(req->name)) {
 		upstream_forward(c, msg, req);
 		return;
 	}
 	if (req->id != NULL)
 		id = client_copy_id(c, msg, req->id, &idlen);
+	if (c->state == CLIENT_COMMAND && ce == NULL) {
+		xasprintf(&desc, "%s must wait: a snapshot operation is "
+		    "changing the VM's disks; try again when it has ended",
+		    req->name);
+		client_send_error(c, "GenericError", desc, id, idlen);
+		goto out;
+	}
 	if (c->state != CLIENT_COMMAND &&
 	    (ce == NULL || !(ce->flags & CMD_NEGOTIATION))) {
 		client_send_error(c, "CommandNotFound", "Expecting capabilities "

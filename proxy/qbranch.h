@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #define QB_DEFAULT_MAX_MESSAGE	(64u << 20)	/* QEMU's own token limit */
 #define QB_DEFAULT_MAX_CLIENTS	256
 #define QB_DEFAULT_MAX_INFLIGHT	128
@@ -124,6 +126,85 @@ void	 splice_apply(struct buf *, const char *, size_t,
 	    const struct splice *, const char *, size_t);
 
 
+/* snap-tree.c: the snapshot and branch model, pure data. */
+#define SNAP_NAME_MAX		64
+#define SNAP_TREE_VERSION	1
+
+/* One disk's image in a snapshot (frozen) or a branch (its overlay). */
+struct snap_file {
+	char	*device;	/* qdev id (vda), or the drive id */
+	char	*file;		/* absolute path */
+	char	*format;	/* qcow2 or raw */
+	char	*backing;	/* the image below, NULL for an original */
+	int	 owned;		/* created by qbranch: only these are removed */
+};
+
+struct snapshot {
+	char			*name;
+	char			*description;
+	int64_t			 created;	/* seconds since the epoch */
+	char			*vm_state;	/* QEMU's run state then */
+	struct snapshot		*parent;
+	struct snap_file	*disks;
+	size_t			 ndisks;
+	TAILQ_ENTRY(snapshot)	 entry;
+};
+
+struct branch {
+	char			*name;
+	struct snapshot		*base;		/* NULL: the original disks */
+	int			 attached;
+	struct snap_file	*disks;
+	size_t			 ndisks;
+	TAILQ_ENTRY(branch)	 entry;
+};
+
+struct snap_tree {
+	TAILQ_HEAD(snap_list, snapshot) snapshots; /* parents first */
+	TAILQ_HEAD(, branch)	 branches;
+	struct snap_file	*bases;		/* images left by deletes */
+	size_t			 nbases;
+};
+
+struct snap_tree	*snap_tree_new(void);
+void			 snap_tree_free(struct snap_tree *);
+struct snap_tree	*snap_tree_from_json(json_t *, char **);
+json_t			*snap_tree_to_json(const struct snap_tree *);
+int			 snap_name_is_valid(const char *);
+struct snapshot		*snap_find(const struct snap_tree *, const char *);
+struct branch		*branch_find(const struct snap_tree *, const char *);
+struct branch		*branch_attached(const struct snap_tree *);
+struct snapshot		*snap_current(const struct snap_tree *);
+struct snapshot		*snap_add(struct snap_tree *, const char *,
+			    struct snapshot *);
+void			 snap_remove(struct snap_tree *, struct snapshot *);
+int			 snap_is_ancestor(const struct snapshot *,
+			    const struct snapshot *);
+struct branch		*branch_add(struct snap_tree *, const char *,
+			    struct snapshot *);
+void			 branch_remove(struct snap_tree *, struct branch *);
+void			 snap_files_set(struct snap_file **, size_t *,
+			    const struct snap_file *, size_t);
+void			 snap_files_free(struct snap_file *, size_t);
+const struct snap_file	*snap_file_find(const struct snap_file *, size_t,
+			    const char *);
+json_t			*snap_json(const struct snap_tree *,
+			    const struct snapshot *);
+json_t			*branch_json(const struct branch *);
+char			*snap_default_name(const struct snap_tree *, int64_t);
+struct snap_file	*snap_tree_image(const struct snap_tree *, const char *);
+size_t			 snap_tree_dependants(const struct snap_tree *,
+			    const char *, struct snap_file **);
+void			 snap_tree_keep_base(struct snap_tree *,
+			    const struct snap_file *);
+void			 snap_tree_drop_base(struct snap_tree *, const char *);
+char			*snap_stem(const char *);
+
+/* snap-store.c: atomic files in the state directory. */
+int			 store_write(const char *, const char *, json_t *,
+			    char **);
+json_t			*store_read(const char *, const char *, char **);
+
 /*
  * The daemon's parts below use libevent; the pure parts above do not.
  */
@@ -131,7 +212,6 @@ struct event_base;
 struct event;
 struct evbuffer;
 struct evconnlistener;
-struct json_t;
 
 /* conn.c: a non-blocking stream socket with buffers and fd passing. */
 struct fdbatch {
@@ -211,6 +291,7 @@ struct client {
 	int			 flags;
 #define CLIENT_OOB	0x1
 #define CLIENT_CLOSING	0x2
+#define CLIENT_BUSY	0x4			/* its snapshot operation runs */
 	struct pendings		 replies;	/* in order, in-band */
 	u_int			 nreplies;
 	struct event		*close_timer;
@@ -245,6 +326,9 @@ struct pending {
 #define PENDING_LOCAL	0x2			/* answered by the proxy */
 #define PENDING_NOID	0x4
 #define PENDING_FDS	0x8			/* came with descriptors */
+#define PENDING_INTERNAL 0x10			/* the proxy's own command */
+	void			(*cb)(json_t *, void *);
+	void			*cb_arg;
 	char			*reply;		/* a local reply, ready */
 	TAILQ_ENTRY(pending)	 up_entry;	/* upstream's queue */
 	TAILQ_ENTRY(pending)	 client_entry;	/* client's queue */
@@ -258,6 +342,8 @@ void		 upstream_forward(struct client *, const struct qmp_msg *,
 		    const struct qmp_request *);
 void		 upstream_forget_client(struct client *);
 void		 pending_free(struct pending *);
+void		 upstream_call(const char *, json_t *,
+		    void (*)(json_t *, void *), void *);
 
 /* cmd.c: the path every request takes. */
 struct cmd_entry {
@@ -265,19 +351,157 @@ struct cmd_entry {
 	int		 flags;
 #define CMD_NEGOTIATION	0x1		/* exists before qmp_capabilities */
 	/* args is borrowed; id is the client's raw id or NULL. */
-	void		(*exec)(struct client *, struct json_t *,
+	void		(*exec)(struct client *, json_t *,
 			    const char *, size_t);
 };
 void		 cmd_dispatch(struct client *, const struct qmp_msg *,
 		    const struct qmp_request *);
 
+struct arg_spec {
+	const char	*name;
+	char		 type;			/* s b a i */
+	int		 required;
+};
+int		 cmd_check_args(json_t *, const struct arg_spec *, char **);
+int		 cmd_run_state(json_t *, int *, int, char **);
+void		 snap_branch_discard(struct branch *);
+int		 cmd_query_check(struct client *, json_t *, const char *,
+		    size_t);
+void		 cmd_reply(struct client *, json_t *, const char *, size_t);
+
 /* cmd-*.c: one proxy-owned command each. */
 extern const struct cmd_entry cmd_qmp_capabilities_entry;
+extern const struct cmd_entry cmd_snapshot_create_entry;
+extern const struct cmd_entry cmd_snapshot_revert_entry;
+extern const struct cmd_entry cmd_branch_switch_entry;
+extern const struct cmd_entry cmd_snapshot_delete_entry;
+extern const struct cmd_entry cmd_branch_delete_entry;
+extern const struct cmd_entry cmd_snapshot_edit_entry;
+extern const struct cmd_entry cmd_query_snapshots_entry;
+extern const struct cmd_entry cmd_query_branches_entry;
+extern const struct cmd_entry cmd_query_disks_entry;
+
+/* snap-op.c: the engine under every snapshot operation. */
+#define SNAP_TREE_FILE	"tree.json"
+
+struct disk_info {			/* a writable disk as QEMU has it */
+	char		*device;
+	char		*node;		/* its top node */
+	char		*file;
+	char		*format;
+	int64_t		 size;		/* virtual size */
+};
+
+struct op {
+	struct client	*client;	/* NULL once it left */
+	char		*id;		/* the request's raw id */
+	size_t		 idlen;
+	json_t		*args;		/* the request's arguments (owned) */
+	void		(*step)(struct op *, json_t *);
+	void		(*resume)(struct op *, json_t *);
+	int		 stage;
+	size_t		 i;		/* the disk a loop is at */
+	int		 undoing;
+	char		*error;
+	json_t		*undo;		/* what to do to take it back */
+	json_t		*result;
+
+	/* discovery */
+	char		*run_state;
+	int		 was_running;
+	struct disk_info *disks;
+	size_t		 ndisks;
+	json_t		*nodes;		/* query-named-block-nodes */
+	json_t		*exports;	/* query-block-exports */
+
+	/* a block job in progress */
+	char		 job[32];
+	int		 job_started;
+	int		 job_concluded;
+	char		*job_error;
+	void		(*job_resume)(struct op *, json_t *);
+
+	/* an overlay in the making */
+	char		*s1;
+	char		*s2;
+	const char	*s2fmt;
+	int64_t		 size;
+	void		(*overlay_resume)(struct op *, json_t *);
+
+	/* images being opened */
+	json_t		*opening;
+	int		 open_pending;
+	void		(*open_resume)(struct op *, json_t *);
+
+	/* moving the VM onto other images */
+	int		 astage;
+	int		 run_after;
+	int		 tolerate;	/* the next call may fail */
+	void		(*attach_resume)(struct op *, json_t *);
+
+	/* per-operation scratch */
+	char		**paths;	/* new image per disk */
+	char		**backings;	/* what a new one goes over */
+	size_t		 npaths;
+	void		*subject;	/* the snapshot or branch at hand */
+	void		*subject2;
+	char		*name;
+	int		 flag;
+	int		 removing;	/* closing an image: 1 format, 2 file */
+};
+
+struct snap_state {
+	struct snap_tree	*tree;
+	char			*broken;	/* why the tree is unusable */
+	struct op		*op;		/* the one running */
+};
+extern struct snap_state snap;
+
+void		 snap_init(void);
+void		 snap_shutdown(void);
+int		 snap_save(char **);
+int		 snap_op_wants_events(void);
+int		 snap_op_blocks(const char *);
+void		 snap_op_event(json_t *);
+void		 snap_client_gone(struct client *);
+void		 snap_upstream_ready(void);
+struct op	*op_new(struct client *, const char *, size_t,
+		    void (*)(struct op *, json_t *));
+void		 op_done(struct op *, json_t *);
+void		 op_fail(struct op *, const char *, ...)
+		    __attribute__((format(printf, 2, 3)));
+void		 op_call(struct op *, const char *, json_t *);
+void		 op_job(struct op *, const char *, json_t *);
+void		 op_undo_call(struct op *, const char *, json_t *);
+void		 op_undo_unlink(struct op *, const char *);
+void		 op_commit(struct op *);
+void		 op_discover(struct op *);
+void		 op_tree_init(struct op *);
+void		 op_node_name(const char *, char *, size_t);
+void		 op_file_node_name(const char *, char *, size_t);
+const char	*op_node_of(struct op *, const char *);
+int		 op_node_exists(struct op *, const char *);
+void		 op_forget_node(struct op *, const char *);
+int		 op_node_exported(struct op *, const char *);
+struct disk_info *op_disk(struct op *, const char *);
+void		 op_make_overlay(struct op *, const char *, const char *,
+		    const char *, int64_t);
+void		 op_open_image(struct op *, const char *);
+
+/* snap-attach.c */
+void		 op_attach(struct op *, int);
+const char	*op_backing_format(struct op *, size_t);
+int		 op_path_is_allowed(const char *, const struct snap_tree *);
+char		*op_image_path(const struct snap_tree *, const char *,
+		    const char *);
 
 /* qbranchd.c */
 struct options {
 	const char	*qemu;
 	const char	*state_dir;
+	const char	*image_dir;
+	const char	*allow[16];
+	size_t		 nallow;
 	mode_t		 socket_mode;
 	u_int		 max_clients;
 	size_t		 max_message;

@@ -36,7 +36,8 @@ usage(int status)
 {
 	fprintf(status ? stderr : stdout,
 "usage: qbranchd --qemu QEMU_SOCKET --listen SOCKET [--listen SOCKET ...]\n"
-"                [--state-dir DIR] [--socket-mode MODE] [--max-clients N]\n"
+"                [--state-dir DIR] [--image-dir DIR] [--allow-dir DIR ...]\n"
+"                [--socket-mode MODE] [--max-clients N]\n"
 "                [--max-message BYTES] [--max-inflight N]\n"
 "                [--max-output BYTES] [--syslog] [-v] [-n]\n");
 	exit(status);
@@ -112,6 +113,8 @@ main(int argc, char **argv)
 		{ "listen",		required_argument,	NULL, 'l' },
 		{ "state-dir",		required_argument,	NULL, 's' },
 		{ "socket-mode",	required_argument,	NULL, 'm' },
+		{ "image-dir",		required_argument,	NULL, 'D' },
+		{ "allow-dir",		required_argument,	NULL, 'A' },
 		{ "max-clients",	required_argument,	NULL, 'C' },
 		{ "max-message",	required_argument,	NULL, 'M' },
 		{ "max-inflight",	required_argument,	NULL, 'I' },
@@ -143,6 +146,20 @@ main(int argc, char **argv)
 			break;
 		case 's':
 			opts.state_dir = optarg;
+			break;
+		case 'D':
+		case 'A':
+			if (optarg[0] != '/' || strstr(optarg, "/..") != NULL)
+				fatalx("--%s %s: an absolute path without "
+				    "\"..\" is needed", ch == 'D' ?
+				    "image-dir" : "allow-dir", optarg);
+			if (ch == 'D')
+				opts.image_dir = optarg;
+			else if (opts.nallow == sizeof opts.allow /
+			    sizeof opts.allow[0])
+				fatalx("too many --allow-dir options");
+			else
+				opts.allow[opts.nallow++] = optarg;
 			break;
 		case 'm':
 			opts.socket_mode = parse_number("socket-mode", optarg,
@@ -234,6 +251,7 @@ main(int argc, char **argv)
 	evsignal_add(ev_term, NULL);
 	evsignal_add(ev_int, NULL);
 	evsignal_add(ev_hup, NULL);
+	snap_init();
 	upstream_start(opts.qemu);
 	log_info("serving QEMU at %s on %d socket%s", opts.qemu, nlisten,
 	    nlisten == 1 ? "" : "s");
@@ -243,6 +261,7 @@ main(int argc, char **argv)
 	/* Sessions still open at shutdown: free them for a clean exit. */
 	while ((c = TAILQ_FIRST(&clients)) != NULL)
 		client_free(c);
+	snap_shutdown();
 	event_free(ev_term);
 	event_free(ev_int);
 	event_free(ev_hup);

@@ -180,8 +180,11 @@ upstream_down(const char *reason)
 	else
 		log_debug("QEMU at %s: %s", up.path, reason);
 	client_close_all("QEMU went away");
+	up.state = UP_DOWN;
 	while ((p = TAILQ_FIRST(&up.pending)) != NULL) {
 		TAILQ_REMOVE(&up.pending, p, up_entry);
+		if (p->flags & PENDING_INTERNAL)
+			p->cb(NULL, p->cb_arg);
 		pending_free(p);
 	}
 	conn_free(up.conn);
@@ -259,6 +262,63 @@ upstream_forward(struct client *c, const struct qmp_msg *msg,
 	conn_splice(c->conn, up.conn, msg->len, &sp, ins, n);
 }
 
+/*
+ * Sends a command of the proxy's own to QEMU. cb gets the whole reply
+ * (borrowed), or NULL when QEMU went away first. args is stolen.
+ */
+void
+upstream_call(const char *execute, json_t *args,
+    void (*cb)(json_t *, void *), void *arg)
+{
+	struct pending	*p;
+	json_t		*cmd;
+	char		*text;
+
+	p = xcalloc(1, sizeof *p);
+	p->uid = ++up.next_uid;
+	p->flags = PENDING_INTERNAL;
+	p->cb = cb;
+	p->cb_arg = arg;
+	cmd = json_pack("{s:s, s:I}", "execute", execute, "id",
+	    (json_int_t)p->uid);
+	if (args != NULL)
+		json_object_set_new(cmd, "arguments", args);
+	text = json_dumps(cmd, JSON_COMPACT);
+	json_decref(cmd);
+	if (text == NULL)
+		fatalx("json_dumps");
+	log_debug("qbranch -> QEMU: %s", text);
+	if (up.state != UP_READY) {
+		free(text);
+		pending_free(p);
+		cb(NULL, arg);
+		return;
+	}
+	TAILQ_INSERT_TAIL(&up.pending, p, up_entry);
+	conn_write(up.conn, text, strlen(text));
+	free(text);
+}
+
+/* Hands the reply to one of the proxy's own commands to its caller. */
+static void
+upstream_reply_internal(const struct qmp_msg *msg, struct pending *p)
+{
+	json_t	*reply;
+	char	*text;
+
+	text = (char *)evbuffer_pullup(up.conn->in, msg->len);
+	reply = json_loadb(text, msg->len, JSON_DECODE_ANY, NULL);
+	log_debug("QEMU -> qbranch: %.*s", (int)(msg->len > 300 ? 300 :
+	    msg->len), text);
+	conn_drain_in(up.conn, msg->len);
+	if (reply == NULL)
+		reply = json_pack("{s:{s:s, s:s}}", "error", "class",
+		    "GenericError", "desc", "unreadable reply from QEMU");
+	p->cb(reply, p->cb_arg);
+	json_decref(reply);
+	pending_free(p);
+}
+
 /* Sends QEMU's reply to the client that asked, with its own id. */
 static void
 upstream_reply(const struct qmp_msg *msg)
@@ -301,6 +361,10 @@ upstream_reply(const struct qmp_msg *msg)
 	TAILQ_REMOVE(&up.pending, p, up_entry);
 	if (p->flags & PENDING_FDS)
 		conn_release_fds(up.conn);
+	if (p->flags & PENDING_INTERNAL) {
+		upstream_reply_internal(msg, p);
+		return;
+	}
 	if ((c = p->client) == NULL || (c->flags & CLIENT_CLOSING)) {
 		conn_drain_in(up.conn, msg->len);
 		if (c == NULL)
@@ -335,8 +399,16 @@ upstream_event(const struct qmp_msg *msg)
 {
 	struct client	*c;
 	const char	*data;
+	json_t		*ev;
 
 	data = (const char *)evbuffer_pullup(up.conn->in, msg->len);
+	if (snap_op_wants_events()) {
+		/* Only while an operation runs: not on everyone's path. */
+		if ((ev = json_loadb(data, msg->len, 0, NULL)) != NULL) {
+			snap_op_event(ev);
+			json_decref(ev);
+		}
+	}
 	TAILQ_FOREACH(c, &clients, entry) {
 		if (c->state == CLIENT_COMMAND)
 			client_send(c, data, msg->len);
@@ -418,6 +490,7 @@ upstream_handle(const struct qmp_msg *msg)
 		evtimer_del(up.timer);
 		log_info("connected to QEMU at %s", up.path);
 		client_upstream_ready();
+		snap_upstream_ready();
 		return;
 	case UP_READY:
 		if (qmp_msg_member(msg, "event") != NULL)

@@ -1,0 +1,100 @@
+/*
+ * cmd-branch-switch.c: qbranch-branch-switch. A detached branch's overlays
+ * are attached again as they were left (libvirt's --follow); the branch
+ * being left is kept. The guest is reset.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "qbranch.h"
+
+static void	switch_exec(struct client *, json_t *, const char *, size_t);
+static void	switch_step(struct op *, json_t *);
+
+const struct cmd_entry cmd_branch_switch_entry = {
+	.name = "qbranch-branch-switch",
+	.exec = switch_exec,
+};
+
+static const struct arg_spec switch_args[] = {
+	{ "branch", 's', 1 },
+	{ "state", 's', 0 },
+	{ NULL, 0, 0 }
+};
+
+static void
+switch_exec(struct client *c, json_t *args, const char *id, size_t idlen)
+{
+	struct op	*op;
+	char		*cause;
+	int		 run;
+
+	if (cmd_check_args(args, switch_args, &cause) == -1 ||
+	    cmd_run_state(args, &run, 0, &cause) == -1) {
+		client_send_error(c, "GenericError", cause, id, idlen);
+		free(cause);
+		return;
+	}
+	if ((op = op_new(c, id, idlen, switch_step)) == NULL)
+		return;
+	op->args = json_incref(args);
+	switch_step(op, NULL);
+}
+
+static void
+switch_step(struct op *op, json_t *ret)
+{
+	struct branch		*b, *old;
+	const struct snap_file	*f;
+	const char		*name;
+	size_t			 i;
+	int			 run;
+	char			*cause = NULL;
+
+	switch (op->stage++) {
+	case 0:
+		op_discover(op);
+		return;
+	case 1:
+		name = json_string_value(json_object_get(op->args, "branch"));
+		if ((b = branch_find(snap.tree, name)) == NULL) {
+			op_fail(op, "no branch named %s", name);
+			return;
+		}
+		if (b->attached) {
+			op_fail(op, "branch %s is attached already", name);
+			return;
+		}
+		old = branch_attached(snap.tree);
+		op->subject = b;
+		op->npaths = old->ndisks;
+		op->paths = xcalloc(old->ndisks, sizeof *op->paths);
+		op->backings = xcalloc(old->ndisks, sizeof *op->backings);
+		for (i = 0; i < old->ndisks; i++) {
+			f = snap_file_find(b->disks, b->ndisks,
+			    old->disks[i].device);
+			if (f == NULL || f->backing == NULL) {
+				op_fail(op, "branch %s has no overlay of %s",
+				    name, old->disks[i].device);
+				return;
+			}
+			op->paths[i] = xstrdup(f->file);
+			op->backings[i] = xstrdup(f->backing);
+		}
+		cmd_run_state(op->args, &run, op->was_running, &cause);
+		op_attach(op, run);
+		return;
+	case 2:
+		b = op->subject;
+		branch_attached(snap.tree)->attached = 0;
+		b->attached = 1;
+		if (snap_save(&cause) == -1) {
+			op_fail(op, "switched to %s, but %s", b->name, cause);
+			free(cause);
+			return;
+		}
+		log_info("switched to branch %s", b->name);
+		op_done(op, branch_json(b));
+		return;
+	}
+}

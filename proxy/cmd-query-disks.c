@@ -1,0 +1,100 @@
+/*
+ * cmd-query-disks.c: qbranch-query-disks, each writable disk with its whole
+ * backing chain as QEMU reports it (query-block), top first.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "qbranch.h"
+
+static void	query_disks_exec(struct client *, json_t *, const char *,
+		    size_t);
+
+const struct cmd_entry cmd_query_disks_entry = {
+	.name = "qbranch-query-disks",
+	.exec = query_disks_exec,
+};
+
+/* Who asked; the client is looked up again when QEMU answers. */
+struct query_disks {
+	uint32_t	 client;
+	char		*id;
+	size_t		 idlen;
+};
+
+static void
+query_disks_cb(json_t *reply, void *arg)
+{
+	struct query_disks	*q = arg;
+	struct client		*c;
+	json_t			*out, *b, *ins, *img, *chain;
+	const char		*qdev, *dev, *slash;
+	size_t			 i;
+
+	TAILQ_FOREACH(c, &clients, entry) {
+		if (c->id == q->client)
+			break;
+	}
+	if (c == NULL || (c->flags & CLIENT_CLOSING))
+		goto out;
+	c->flags &= ~CLIENT_BUSY;
+	if (reply == NULL || json_object_get(reply, "return") == NULL) {
+		client_send_error(c, "GenericError", "QEMU did not answer "
+		    "query-block", q->id, q->idlen);
+		client_recheck(c);
+		goto out;
+	}
+	out = json_array();
+	json_array_foreach(json_object_get(reply, "return"), i, b) {
+		ins = json_object_get(b, "inserted");
+		if (ins == NULL || json_is_true(json_object_get(ins, "ro")))
+			continue;
+		qdev = json_string_value(json_object_get(b, "qdev"));
+		dev = json_string_value(json_object_get(b, "device"));
+		if (qdev != NULL &&
+		    strncmp(qdev, "/machine/peripheral/", 20) == 0) {
+			qdev += 20;
+			slash = strchr(qdev, '/');
+			dev = NULL;
+			b = json_stringn(qdev, slash ? (size_t)(slash - qdev) :
+			    strlen(qdev));
+		} else
+			b = json_string(dev != NULL ? dev : "");
+		chain = json_array();
+		for (img = json_object_get(ins, "image"); img != NULL;
+		    img = json_object_get(img, "backing-image")) {
+			json_array_append_new(chain, json_pack("{s:O, s:O}",
+			    "file", json_object_get(img, "filename"),
+			    "format", json_object_get(img, "format")));
+		}
+		json_object_set(json_array_get(chain, 0), "node-name",
+		    json_object_get(ins, "node-name"));
+		json_array_append_new(out, json_pack("{s:o, s:o}", "device",
+		    b, "chain", chain));
+	}
+	cmd_reply(c, out, q->id, q->idlen);
+	client_recheck(c);
+out:
+	free(q->id);
+	free(q);
+}
+
+static void
+query_disks_exec(struct client *c, json_t *args, const char *id,
+    size_t idlen)
+{
+	struct query_disks	*q;
+
+	if (cmd_query_check(c, args, id, idlen) == -1)
+		return;
+	q = xcalloc(1, sizeof *q);
+	q->client = c->id;
+	if (id != NULL) {
+		q->id = xmemdup(id, idlen);
+		q->idlen = idlen;
+	}
+	/* Later commands of this client wait, to keep replies in order. */
+	c->flags |= CLIENT_BUSY;
+	client_recheck(c);
+	upstream_call("query-block", NULL, query_disks_cb, q);
+}

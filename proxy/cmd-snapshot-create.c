@@ -1,0 +1,190 @@
+/*
+ * cmd-snapshot-create.c: qbranch-snapshot-create. The attached branch's
+ * overlays become the new snapshot's frozen images: a fresh overlay per
+ * disk is made first, then one transaction of blockdev-snapshot actions
+ * moves every disk onto its overlay at once, with the VM running.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "qbranch.h"
+
+static void	create_exec(struct client *, json_t *, const char *, size_t);
+static void	create_step(struct op *, json_t *);
+
+const struct cmd_entry cmd_snapshot_create_entry = {
+	.name = "qbranch-snapshot-create",
+	.exec = create_exec,
+};
+
+static const struct arg_spec create_args[] = {
+	{ "name", 's', 0 },
+	{ "description", 's', 0 },
+	{ "disks", 'a', 0 },
+	{ NULL, 0, 0 }
+};
+
+static void
+create_exec(struct client *c, json_t *args, const char *id, size_t idlen)
+{
+	struct op	*op;
+	const char	*name;
+	char		*cause;
+
+	if (cmd_check_args(args, create_args, &cause) == -1) {
+		client_send_error(c, "GenericError", cause, id, idlen);
+		free(cause);
+		return;
+	}
+	name = json_string_value(json_object_get(args, "name"));
+	if (name != NULL && !snap_name_is_valid(name)) {
+		client_send_error(c, "GenericError", "invalid snapshot name: "
+		    "use a letter or digit, then letters, digits and . _ + -, "
+		    "at most 64 characters", id, idlen);
+		return;
+	}
+	if ((op = op_new(c, id, idlen, create_step)) == NULL)
+		return;
+	op->args = json_incref(args);
+	create_step(op, NULL);
+}
+
+/* The overlay path for each disk: named in "disks", or <stem>.<name>. */
+static int
+create_paths(struct op *op, struct branch *b)
+{
+	json_t		*disks = json_object_get(op->args, "disks"), *d;
+	const char	*dev, *file;
+	size_t		 i, k;
+
+	json_array_foreach(disks, i, d) {
+		dev = json_string_value(json_object_get(d, "device"));
+		if (dev == NULL ||
+		    snap_file_find(b->disks, b->ndisks, dev) == NULL) {
+			op_fail(op, "disks[%zu]: no managed disk %s", i,
+			    dev != NULL ? dev : "(device missing)");
+			return -1;
+		}
+		if (json_is_true(json_object_get(d, "exclude"))) {
+			op_fail(op, "disks[%zu]: excluding a disk from a "
+			    "snapshot is not supported", i);
+			return -1;
+		}
+	}
+	op->npaths = b->ndisks;
+	op->paths = xcalloc(b->ndisks, sizeof *op->paths);
+	for (i = 0; i < b->ndisks; i++) {
+		file = NULL;
+		json_array_foreach(disks, k, d) {
+			if (strcmp(json_string_value(json_object_get(d,
+			    "device")), b->disks[i].device) == 0)
+				file = json_string_value(json_object_get(d,
+				    "file"));
+		}
+		if (file != NULL) {
+			if (!op_path_is_allowed(file, snap.tree)) {
+				op_fail(op, "%s is outside the directories "
+				    "qbranch may use (--image-dir, --allow-dir, "
+				    "the disks' own)", file);
+				return -1;
+			}
+			op->paths[i] = xstrdup(file);
+		} else
+			op->paths[i] = op_image_path(snap.tree,
+			    b->disks[i].device, op->name);
+	}
+	return 0;
+}
+
+static void
+create_step(struct op *op, json_t *ret)
+{
+	struct branch		*b;
+	struct snapshot		*s;
+	struct disk_info	*d;
+	json_t			*actions;
+	char			 node[40], *cause = NULL;
+	size_t			 i;
+	const char		*name;
+
+	switch (op->stage++) {
+	case 0:
+		op_discover(op);
+		return;
+	case 1:
+		op_tree_init(op);
+		b = branch_attached(snap.tree);
+		if (b == NULL || b->ndisks == 0) {
+			op_fail(op, "the VM has no writable disk to snapshot");
+			return;
+		}
+		name = json_string_value(json_object_get(op->args, "name"));
+		if (name != NULL && snap_find(snap.tree, name) != NULL) {
+			op_fail(op, "a snapshot named %s exists already", name);
+			return;
+		}
+		op->name = name != NULL ? xstrdup(name) :
+		    snap_default_name(snap.tree, time(NULL));
+		if (create_paths(op, b) == -1)
+			return;
+		op->i = 0;
+		/* FALLTHROUGH */
+	case 2:
+		b = branch_attached(snap.tree);
+		if (op->i < b->ndisks) {
+			op->stage = 2;
+			d = op_disk(op, b->disks[op->i].device);
+			i = op->i++;
+			op_make_overlay(op, op->paths[i], d->file, d->format,
+			    d->size);
+			return;
+		}
+		/* All overlays are ready: switch every disk at once. */
+		actions = json_array();
+		for (i = 0; i < b->ndisks; i++) {
+			d = op_disk(op, b->disks[i].device);
+			op_node_name(op->paths[i], node, sizeof node);
+			json_array_append_new(actions, json_pack("{s:s, s:{s:s, "
+			    "s:s}}", "type", "blockdev-snapshot", "data",
+			    "node", d->node, "overlay", node));
+		}
+		op->stage = 3;
+		op_call(op, "transaction", json_pack("{s:o}", "actions",
+		    actions));
+		return;
+	case 3:
+		/* QEMU runs on the new overlays: now the tree follows. */
+		op_commit(op);
+		b = branch_attached(snap.tree);
+		s = snap_add(snap.tree, op->name, b->base);
+		s->created = time(NULL);
+		free(s->vm_state);
+		s->vm_state = xstrdup(op->run_state);
+		if ((name = json_string_value(json_object_get(op->args,
+		    "description"))) != NULL) {
+			free(s->description);
+			s->description = xstrdup(name);
+		}
+		snap_files_set(&s->disks, &s->ndisks, b->disks, b->ndisks);
+		for (i = 0; i < b->ndisks; i++) {
+			free(b->disks[i].backing);
+			b->disks[i].backing = xstrdup(b->disks[i].file);
+			free(b->disks[i].file);
+			b->disks[i].file = xstrdup(op->paths[i]);
+			free(b->disks[i].format);
+			b->disks[i].format = xstrdup("qcow2");
+			b->disks[i].owned = 1;
+		}
+		b->base = s;
+		if (snap_save(&cause) == -1) {
+			op_fail(op, "snapshot %s was taken, but %s", op->name,
+			    cause);
+			free(cause);
+			return;
+		}
+		log_info("snapshot %s created", op->name);
+		op_done(op, snap_json(snap.tree, s));
+		return;
+	}
+}

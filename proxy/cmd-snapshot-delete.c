@@ -1,0 +1,361 @@
+/*
+ * cmd-snapshot-delete.c: qbranch-snapshot-delete, in libvirt's four modes.
+ *
+ * merge (the default): the snapshot leaves the tree and its children and
+ * branches move to its parent. Per disk, its frozen image is merged into the
+ * one image that still sits on it (a live block-stream pulls the data up),
+ * removed when nothing sits on it, and kept as an unnamed base when several
+ * images do. children / children-only: the snapshot's descendants (and the
+ * snapshot) go, with the branches growing from them, and every image only
+ * they needed. metadata-only: the tree forgets the snapshot; no file is
+ * touched. Images qbranch did not create are never written or removed.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "qbranch.h"
+
+static void	delete_exec(struct client *, json_t *, const char *, size_t);
+static void	delete_step(struct op *, json_t *);
+static void	remove_step(struct op *, json_t *);
+
+const struct cmd_entry cmd_snapshot_delete_entry = {
+	.name = "qbranch-snapshot-delete",
+	.exec = delete_exec,
+};
+
+static const struct arg_spec delete_args[] = {
+	{ "name", 's', 1 },
+	{ "mode", 's', 0 },
+	{ NULL, 0, 0 }
+};
+
+enum delete_mode {
+	DELETE_MERGE,
+	DELETE_CHILDREN,
+	DELETE_CHILDREN_ONLY,
+	DELETE_METADATA,
+};
+
+static void
+delete_exec(struct client *c, json_t *args, const char *id, size_t idlen)
+{
+	static const char *const modes[] = {
+		"merge", "children", "children-only", "metadata-only", NULL
+	};
+	struct op	*op;
+	const char	*mode;
+	char		*cause;
+	int		 m = 0;
+
+	if (cmd_check_args(args, delete_args, &cause) == -1) {
+		client_send_error(c, "GenericError", cause, id, idlen);
+		free(cause);
+		return;
+	}
+	if ((mode = json_string_value(json_object_get(args, "mode"))) != NULL) {
+		for (m = 0; modes[m] != NULL; m++) {
+			if (strcmp(modes[m], mode) == 0)
+				break;
+		}
+		if (modes[m] == NULL) {
+			xasprintf(&cause, "Parameter 'mode' does not accept "
+			    "value '%s' (merge, children, children-only, "
+			    "metadata-only)", mode);
+			client_send_error(c, "GenericError", cause, id, idlen);
+			free(cause);
+			return;
+		}
+	}
+	if ((op = op_new(c, id, idlen, delete_step)) == NULL)
+		return;
+	op->args = json_incref(args);
+	op->flag = m;
+	delete_step(op, NULL);
+}
+
+/* Whether s is x or a descendant of x. */
+static int
+in_subtree(const struct snapshot *x, const struct snapshot *s)
+{
+	return s != NULL && snap_is_ancestor(x, s);
+}
+
+/*
+ * children / children-only: the images to remove, top-down, and the
+ * snapshots and branches to forget. Returns -1 when the attached branch
+ * would lose what it runs on.
+ */
+static int
+delete_subtree_plan(struct op *op, struct snapshot *x, int keep_x)
+{
+	struct snapshot	*s;
+	struct branch	*b;
+	size_t		 i;
+	json_t		*gone = json_array(), *files = json_array();
+
+	b = branch_attached(snap.tree);
+	if (in_subtree(x, b->base) && !(keep_x && b->base == x)) {
+		op_fail(op, "the attached branch %s grows from %s: switch to "
+		    "another branch or revert first", b->name, b->base->name);
+		json_decref(gone);
+		json_decref(files);
+		return -1;
+	}
+	/* Branches first, then snapshots from the newest: top-down. */
+	TAILQ_FOREACH(b, &snap.tree->branches, entry) {
+		if (b->base != NULL && in_subtree(x, b->base) &&
+		    !(keep_x && b->base == x)) {
+			json_array_append_new(gone, json_pack("{s:s}", "branch",
+			    b->name));
+			for (i = 0; i < b->ndisks; i++)
+				json_array_append_new(files, json_pack(
+				    "{s:s, s:b}", "file", b->disks[i].file,
+				    "owned", b->disks[i].owned));
+		}
+	}
+	TAILQ_FOREACH_REVERSE(s, &snap.tree->snapshots, snap_list, entry) {
+		if (!in_subtree(x, s) || (keep_x && s == x))
+			continue;
+		json_array_append_new(gone, json_pack("{s:s}", "snapshot",
+		    s->name));
+		for (i = 0; i < s->ndisks; i++)
+			json_array_append_new(files, json_pack("{s:s, s:b}",
+			    "file", s->disks[i].file, "owned",
+			    s->disks[i].owned));
+	}
+	op->result = json_pack("{s:o, s:o}", "gone", gone, "files", files);
+	return 0;
+}
+
+/* Forgets what the plan says is gone, keeping images others sit on. */
+static void
+delete_subtree_forget(struct op *op)
+{
+	json_t		*g;
+	size_t		 i, k;
+	struct snapshot	*s;
+	struct branch	*b;
+	struct snap_file *dep;
+	const char	*name;
+
+	json_array_foreach(json_object_get(op->result, "gone"), i, g) {
+		if ((name = json_string_value(json_object_get(g, "branch"))) !=
+		    NULL) {
+			b = branch_find(snap.tree, name);
+			branch_remove(snap.tree, b);
+			continue;
+		}
+		s = snap_find(snap.tree, json_string_value(json_object_get(g,
+		    "snapshot")));
+		for (k = 0; k < s->ndisks; k++) {
+			if (snap_tree_dependants(snap.tree, s->disks[k].file,
+			    &dep) > 0)
+				snap_tree_keep_base(snap.tree, &s->disks[k]);
+		}
+		snap_remove(snap.tree, s);
+	}
+}
+
+static void
+delete_step(struct op *op, json_t *ret)
+{
+	struct snapshot		*s;
+	struct snap_file	*f, *dep;
+	const char		*name;
+	const char		*dnode, *bnode;
+	size_t			 n;
+	char			*cause = NULL;
+
+	switch (op->stage++) {
+	case 0:
+		op_discover(op);
+		return;
+	case 1:
+		name = json_string_value(json_object_get(op->args, "name"));
+		if ((s = snap_find(snap.tree, name)) == NULL) {
+			op_fail(op, "no snapshot named %s", name);
+			return;
+		}
+		op->subject = s;
+		op->name = xstrdup(name);
+		switch (op->flag) {
+		case DELETE_METADATA:
+			/* Images others sit on stay known, as unnamed bases. */
+			for (n = 0; n < s->ndisks; n++) {
+				if (snap_tree_dependants(snap.tree,
+				    s->disks[n].file, &dep) > 0)
+					snap_tree_keep_base(snap.tree,
+					    &s->disks[n]);
+			}
+			snap_remove(snap.tree, s);
+			op->stage = 10;
+			delete_step(op, NULL);
+			return;
+		case DELETE_CHILDREN:
+		case DELETE_CHILDREN_ONLY:
+			if (delete_subtree_plan(op, s,
+			    op->flag == DELETE_CHILDREN_ONLY) == -1)
+				return;
+			delete_subtree_forget(op);
+			op->i = 0;
+			op->stage = 9;
+			op->step = remove_step;
+			remove_step(op, NULL);
+			return;
+		}
+		op->i = 0;
+		/* FALLTHROUGH */
+	case 2:
+		/* merge, one disk at a time */
+		s = op->subject;
+		if (op->i >= s->ndisks) {
+			snap_remove(snap.tree, s);
+			op->stage = 9;
+			delete_step(op, NULL);
+			return;
+		}
+		f = &s->disks[op->i++];
+		n = snap_tree_dependants(snap.tree, f->file, &dep);
+		if (!f->owned || n >= 2) {
+			/* The user's image, or shared: an unnamed base. */
+			if (n > 0)
+				snap_tree_keep_base(snap.tree, f);
+			op->stage = 2;
+			delete_step(op, NULL);
+			return;
+		}
+		if (n == 0) {
+			op->result = json_pack("{s:[{s:s, s:b}], s:[]}",
+			    "files", "file", f->file, "owned", 1, "gone");
+			op->stage = 2;
+			op->resume = delete_step;
+			op->step = remove_step;
+			remove_step(op, NULL);
+			return;
+		}
+		/* One image sits on it: pull its data up into that one. */
+		free(op->s1);
+		op->s1 = xstrdup(dep->file);
+		op->stage = 3;
+		op_open_image(op, dep->file);
+		return;
+	case 3:
+		s = op->subject;
+		f = &s->disks[op->i - 1];
+		dnode = op_node_of(op, op->s1);
+		bnode = op_node_of(op, f->backing);
+		if (dnode == NULL || bnode == NULL) {
+			op_fail(op, "cannot merge %s: %s is not open", f->file,
+			    dnode == NULL ? op->s1 : f->backing);
+			return;
+		}
+		op_job(op, "block-stream", json_pack("{s:s, s:s, s:b}",
+		    "device", dnode, "base-node", bnode, "auto-dismiss", 0));
+		return;
+	case 4:
+		/* Merged: the dependant now sits on what was below. */
+		op_commit(op);
+		s = op->subject;
+		f = &s->disks[op->i - 1];
+		dep = snap_tree_image(snap.tree, op->s1);
+		free(dep->backing);
+		dep->backing = f->backing ? xstrdup(f->backing) : NULL;
+		op->result = json_pack("{s:[{s:s, s:b}], s:[]}", "files",
+		    "file", f->file, "owned", f->owned, "gone");
+		op->stage = 2;
+		op->resume = delete_step;
+		op->step = remove_step;
+		remove_step(op, NULL);
+		return;
+	case 9:
+		/* Done: unnamed bases nothing sits on any more go too. */
+		for (n = 0; n < snap.tree->nbases; n++) {
+			f = &snap.tree->bases[n];
+			if (snap_tree_dependants(snap.tree, f->file, &dep) == 0) {
+				op->result = json_pack("{s:[{s:s, s:b}], s:[]}",
+				    "files", "file", f->file, "owned", f->owned,
+				    "gone");
+				op->stage = 9;
+				op->resume = delete_step;
+				op->step = remove_step;
+				remove_step(op, NULL);
+				return;
+			}
+		}
+		/* FALLTHROUGH */
+	case 10:
+		if (snap_save(&cause) == -1) {
+			op_fail(op, "snapshot %s was deleted, but %s", op->name,
+			    cause);
+			free(cause);
+			return;
+		}
+		log_info("snapshot %s deleted", op->name);
+		op_done(op, json_object());
+		return;
+	}
+}
+
+/*
+ * Removes the images listed in op->result "files", in order: close the node
+ * if QEMU has it open (format, then file), then the file, if qbranch made
+ * it and nothing in the tree sits on it. Continues with op->resume.
+ */
+static void
+remove_step(struct op *op, json_t *ret)
+{
+	json_t			*files = json_object_get(op->result, "files");
+	struct snap_file	*f, *dep;
+	const char		*path, *node;
+	char			 fnode[40];
+	int			 owned;
+
+	while (json_array_size(files) > 0) {
+		path = json_string_value(json_object_get(json_array_get(files,
+		    0), "file"));
+		owned = json_is_true(json_object_get(json_array_get(files, 0),
+		    "owned"));
+		f = snap_tree_image(snap.tree, path);
+		if (f != NULL && snap_tree_dependants(snap.tree, path, &dep) >
+		    0) {
+			/* Something still sits on it: keep it. */
+			json_array_remove(files, 0);
+			continue;
+		}
+		node = op_node_of(op, path);
+		if (node != NULL && strncmp(node, "qb", 2) == 0 &&
+		    op->removing == 0) {
+			op->removing = 1;
+			op_call(op, "blockdev-del", json_pack("{s:s}",
+			    "node-name", node));
+			return;
+		}
+		if (op->removing == 1) {
+			/* An inline file node went with its parent. */
+			op->removing = 2;
+			op_file_node_name(path, fnode, sizeof fnode);
+			op->tolerate = 1;
+			op_call(op, "blockdev-del", json_pack("{s:s}",
+			    "node-name", fnode));
+			return;
+		}
+		op->removing = 0;
+		if (node != NULL)
+			op_forget_node(op, path);
+		/* Only what qbranch made is ever removed. */
+		if (owned) {
+			log_debug("removing %s", path);
+			if (unlink(path) == -1)
+				log_warn("unlink %s", path);
+		}
+		snap_tree_drop_base(snap.tree, path);
+		json_array_remove(files, 0);
+	}
+	json_decref(op->result);
+	op->result = NULL;
+	op->step = op->resume != NULL ? op->resume : delete_step;
+	op->step(op, NULL);
+}

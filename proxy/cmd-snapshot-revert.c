@@ -1,0 +1,223 @@
+/*
+ * cmd-snapshot-revert.c: qbranch-snapshot-revert. The attached branch is
+ * detached and kept (or discarded when asked); a new branch grows from the
+ * snapshot on fresh overlays over its frozen images, live, and the guest is
+ * reset so that it boots from them. Frozen images are never written, so the
+ * snapshot's children stay valid.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "qbranch.h"
+
+static void	revert_exec(struct client *, json_t *, const char *, size_t);
+static void	revert_step(struct op *, json_t *);
+
+const struct cmd_entry cmd_snapshot_revert_entry = {
+	.name = "qbranch-snapshot-revert",
+	.exec = revert_exec,
+};
+
+static const struct arg_spec revert_args[] = {
+	{ "name", 's', 1 },
+	{ "branch", 's', 0 },
+	{ "state", 's', 0 },
+	{ "disks", 'a', 0 },
+	{ "discard", 'b', 0 },
+	{ NULL, 0, 0 }
+};
+
+/* Checks "state"; returns -1 with *cause when it is not a known one. */
+int
+cmd_run_state(json_t *args, int *run, int was_running, char **cause)
+{
+	const char	*state;
+
+	state = json_string_value(json_object_get(args, "state"));
+	if (state == NULL)
+		*run = was_running;
+	else if (strcmp(state, "running") == 0)
+		*run = 1;
+	else if (strcmp(state, "paused") == 0)
+		*run = 0;
+	else {
+		xasprintf(cause, "Parameter 'state' does not accept value "
+		    "'%s' (running or paused)", state);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+revert_exec(struct client *c, json_t *args, const char *id, size_t idlen)
+{
+	struct op	*op;
+	const char	*branch;
+	char		*cause;
+	int		 run;
+
+	if (cmd_check_args(args, revert_args, &cause) == -1 ||
+	    cmd_run_state(args, &run, 0, &cause) == -1) {
+		client_send_error(c, "GenericError", cause, id, idlen);
+		free(cause);
+		return;
+	}
+	branch = json_string_value(json_object_get(args, "branch"));
+	if (branch != NULL && !snap_name_is_valid(branch)) {
+		client_send_error(c, "GenericError", "invalid branch name: use "
+		    "a letter or digit, then letters, digits and . _ + -, at "
+		    "most 64 characters", id, idlen);
+		return;
+	}
+	if ((op = op_new(c, id, idlen, revert_step)) == NULL)
+		return;
+	op->args = json_incref(args);
+	revert_step(op, NULL);
+}
+
+/* The file named for device in "disks", or NULL. */
+static const char *
+revert_named_file(json_t *args, const char *device)
+{
+	json_t	*d;
+	size_t	 i;
+
+	json_array_foreach(json_object_get(args, "disks"), i, d) {
+		if (json_is_string(json_object_get(d, "device")) &&
+		    strcmp(json_string_value(json_object_get(d, "device")),
+		    device) == 0)
+			return json_string_value(json_object_get(d, "file"));
+	}
+	return NULL;
+}
+
+/*
+ * Picks the new branch's name and overlay paths: the first N for which
+ * <name>-<N> and every <stem>.<name>-<N> are free, unless named.
+ */
+static int
+revert_names(struct op *op, struct snapshot *s, struct branch *b)
+{
+	const char		*bname, *file;
+	const struct snap_file	*f;
+	char			*suffix;
+	size_t			 i;
+	int			 n, free_;
+
+	bname = json_string_value(json_object_get(op->args, "branch"));
+	if (bname != NULL && branch_find(snap.tree, bname) != NULL) {
+		op_fail(op, "a branch named %s exists already", bname);
+		return -1;
+	}
+	op->npaths = b->ndisks;
+	op->paths = xcalloc(b->ndisks, sizeof *op->paths);
+	op->backings = xcalloc(b->ndisks, sizeof *op->backings);
+	for (i = 0; i < b->ndisks; i++) {
+		if ((f = snap_file_find(s->disks, s->ndisks,
+		    b->disks[i].device)) == NULL) {
+			op_fail(op, "snapshot %s has no image of %s", s->name,
+			    b->disks[i].device);
+			return -1;
+		}
+		op->backings[i] = xstrdup(f->file);
+	}
+	for (n = 1;; n++) {
+		xasprintf(&suffix, "%s-%d", s->name, n);
+		free_ = bname != NULL || branch_find(snap.tree, suffix) == NULL;
+		for (i = 0; i < b->ndisks; i++) {
+			free(op->paths[i]);
+			file = revert_named_file(op->args, b->disks[i].device);
+			op->paths[i] = file != NULL ? xstrdup(file) :
+			    op_image_path(snap.tree, b->disks[i].device,
+			    suffix);
+			if (file == NULL && (access(op->paths[i], F_OK) == 0 ||
+			    snap_tree_image(snap.tree, op->paths[i]) != NULL))
+				free_ = 0;
+		}
+		if (free_)
+			break;
+		free(suffix);
+	}
+	op->name = xstrdup(bname != NULL ? bname : suffix);
+	free(suffix);
+	for (i = 0; i < b->ndisks; i++) {
+		if (revert_named_file(op->args, b->disks[i].device) != NULL &&
+		    !op_path_is_allowed(op->paths[i], snap.tree)) {
+			op_fail(op, "%s is outside the directories qbranch may "
+			    "use (--image-dir, --allow-dir, the disks' own)",
+			    op->paths[i]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Forgets a detached branch and removes the overlays qbranch made. */
+void
+snap_branch_discard(struct branch *b)
+{
+	size_t	i;
+
+	for (i = 0; i < b->ndisks; i++) {
+		if (b->disks[i].owned && unlink(b->disks[i].file) == -1)
+			log_warn("branch %s: unlink %s", b->name,
+			    b->disks[i].file);
+	}
+	branch_remove(snap.tree, b);
+}
+
+static void
+revert_step(struct op *op, json_t *ret)
+{
+	struct snapshot	*s;
+	struct branch	*old, *nb;
+	size_t		 i;
+	int		 run;
+	char		*cause = NULL;
+
+	switch (op->stage++) {
+	case 0:
+		op_discover(op);
+		return;
+	case 1:
+		s = snap_find(snap.tree, json_string_value(json_object_get(
+		    op->args, "name")));
+		if (s == NULL) {
+			op_fail(op, "no snapshot named %s", json_string_value(
+			    json_object_get(op->args, "name")));
+			return;
+		}
+		op->subject = s;
+		if (revert_names(op, s, branch_attached(snap.tree)) == -1)
+			return;
+		cmd_run_state(op->args, &run, op->was_running, &cause);
+		op_attach(op, run);
+		return;
+	case 2:
+		s = op->subject;
+		old = branch_attached(snap.tree);
+		old->attached = 0;
+		nb = branch_add(snap.tree, op->name, s);
+		nb->attached = 1;
+		nb->ndisks = old->ndisks;
+		nb->disks = xcalloc(old->ndisks, sizeof *nb->disks);
+		for (i = 0; i < old->ndisks; i++) {
+			nb->disks[i].device = xstrdup(old->disks[i].device);
+			nb->disks[i].file = xstrdup(op->paths[i]);
+			nb->disks[i].format = xstrdup("qcow2");
+			nb->disks[i].backing = xstrdup(op->backings[i]);
+			nb->disks[i].owned = 1;
+		}
+		if (json_is_true(json_object_get(op->args, "discard")))
+			snap_branch_discard(old);
+		if (snap_save(&cause) == -1) {
+			op_fail(op, "reverted to %s, but %s", s->name, cause);
+			free(cause);
+			return;
+		}
+		log_info("reverted to %s on branch %s", s->name, nb->name);
+		op_done(op, branch_json(nb));
+		return;
+	}
+}

@@ -1,0 +1,186 @@
+/*
+ * snap-attach.c: moving the running VM onto another set of top images, the
+ * part revert and switch share. For each disk the new top image is either
+ * made (revert: a fresh overlay over a snapshot's frozen image) or opened as
+ * it was left (switch: a detached branch's overlay). Then, with the VM
+ * stopped: one transaction of blockdev-snapshot puts each new top over the
+ * current one, blockdev-reopen cuts it loose onto its real backing, the
+ * guest is reset, the tops left behind are closed, and the VM runs again if
+ * asked. Nothing in the tree changes here.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qbranch.h"
+
+static void	attach_step(struct op *, json_t *);
+
+/* The backing of disk i's new top. */
+static const char *
+attach_backing(struct op *op, size_t i)
+{
+	const struct snap_file	*f;
+
+	f = snap_tree_image(snap.tree, op->paths[i]);
+	if (f != NULL)
+		return f->backing;	/* switch: the overlay records it */
+	return op->backings[i];
+}
+
+/*
+ * Starts the move: op->paths[i] is the new top for the attached branch's
+ * disk i and op->backings[i] what a new overlay goes over. run says the
+ * state wanted at the end (1 running, 0 paused).
+ */
+void
+op_attach(struct op *op, int run)
+{
+	struct branch		*b = branch_attached(snap.tree);
+	struct disk_info	*d;
+	size_t			 i;
+
+	for (i = 0; i < b->ndisks; i++) {
+		d = op_disk(op, b->disks[i].device);
+		if (op_node_exported(op, d->node)) {
+			op_fail(op, "an export holds %s, the node of %s that "
+			    "must close: remove the export first (see "
+			    "query-block-exports)", d->node, d->device);
+			return;
+		}
+	}
+	op->run_after = run;
+	op->attach_resume = op->step;
+	op->astage = 0;
+	op->i = 0;
+	op->step = attach_step;
+	attach_step(op, NULL);
+}
+
+static void
+attach_step(struct op *op, json_t *ret)
+{
+	struct branch		*b = branch_attached(snap.tree);
+	struct disk_info	*d;
+	const char		*below;
+	json_t			*actions, *opts_;
+	char			 node[40], fnode[40];
+	size_t			 i;
+
+	switch (op->astage) {
+	case 0:
+		/* The image below each new top must be open. */
+		if (op->i < b->ndisks) {
+			below = attach_backing(op, op->i++);
+			op_open_image(op, below);
+			return;
+		}
+		op->astage = 1;
+		op->i = 0;
+		/* FALLTHROUGH */
+	case 1:
+		if (op->i < b->ndisks) {
+			i = op->i++;
+			d = op_disk(op, b->disks[i].device);
+			if (snap_tree_image(snap.tree, op->paths[i]) == NULL) {
+				op_make_overlay(op, op->paths[i],
+				    op->backings[i], op_backing_format(op, i),
+				    d->size);
+				return;
+			}
+			/* A branch's overlay, opened as it was left. */
+			op_node_name(op->paths[i], node, sizeof node);
+			op_file_node_name(op->paths[i], fnode, sizeof fnode);
+			op_undo_call(op, "blockdev-del", json_pack("{s:s}",
+			    "node-name", node));
+			op_call(op, "blockdev-add", json_pack("{s:s, s:s, s:{s:s, "
+			    "s:s, s:s}, s:n}", "driver", "qcow2", "node-name",
+			    node, "file", "driver", "file", "node-name", fnode,
+			    "filename", op->paths[i], "backing"));
+			return;
+		}
+		op->astage = 2;
+		if (op->was_running) {
+			op_undo_call(op, "cont", NULL);
+			op_call(op, "stop", NULL);
+			return;
+		}
+		/* FALLTHROUGH */
+	case 2:
+		actions = json_array();
+		for (i = 0; i < b->ndisks; i++) {
+			d = op_disk(op, b->disks[i].device);
+			op_node_name(op->paths[i], node, sizeof node);
+			json_array_append_new(actions, json_pack("{s:s, s:{s:s, "
+			    "s:s}}", "type", "blockdev-snapshot", "data", "node",
+			    d->node, "overlay", node));
+		}
+		op->astage = 3;
+		op_call(op, "transaction", json_pack("{s:o}", "actions",
+		    actions));
+		return;
+	case 3:
+		/* The devices run on the new tops: cut them loose. */
+		op_commit(op);
+		opts_ = json_array();
+		for (i = 0; i < b->ndisks; i++) {
+			op_node_name(op->paths[i], node, sizeof node);
+			op_file_node_name(op->paths[i], fnode, sizeof fnode);
+			json_array_append_new(opts_, json_pack("{s:s, s:s, s:s, "
+			    "s:s}", "driver", "qcow2", "node-name", node, "file",
+			    fnode, "backing", op_node_of(op,
+			    attach_backing(op, i))));
+		}
+		op->astage = 4;
+		op_call(op, "blockdev-reopen", json_pack("{s:o}", "options",
+		    opts_));
+		return;
+	case 4:
+		op->astage = 5;
+		op->i = 0;
+		op_call(op, "system_reset", NULL);
+		return;
+	case 5:
+		/*
+		 * Close the tops left behind, format node then file node (an
+		 * inline file node goes with its parent: that del may fail).
+		 * Originals stay as they are.
+		 */
+		while (op->i < 2 * b->ndisks) {
+			d = op_disk(op, b->disks[op->i / 2].device);
+			i = op->i++;
+			if (strncmp(d->node, "qb", 2) != 0)
+				continue;
+			if (i % 2 == 0) {
+				op_call(op, "blockdev-del", json_pack("{s:s}",
+				    "node-name", d->node));
+				return;
+			}
+			snprintf(fnode, sizeof fnode, "%sf", d->node);
+			op->tolerate = 1;
+			op_call(op, "blockdev-del", json_pack("{s:s}",
+			    "node-name", fnode));
+			return;
+		}
+		op->astage = 6;
+		if (op->run_after) {
+			op_call(op, "cont", NULL);
+			return;
+		}
+		/* FALLTHROUGH */
+	case 6:
+		op->step = op->attach_resume;
+		op->step(op, NULL);
+		return;
+	}
+}
+
+/* The format of what a new overlay on disk i goes over. */
+const char *
+op_backing_format(struct op *op, size_t i)
+{
+	const struct snap_file	*f;
+
+	f = snap_tree_image(snap.tree, op->backings[i]);
+	return f != NULL ? f->format : "qcow2";
+}

@@ -1,0 +1,615 @@
+/*
+ * snap-tree.c: the snapshot and branch model as pure data: lookup, naming,
+ * reparenting, and its versioned JSON form (the tree file and the query
+ * replies). No I/O and no QEMU here; snap-op.c and its users change QEMU's
+ * graph and then this model, in that order.
+ *
+ * Every image records the image below it (its backing), so chains are
+ * followed by path: a snapshot's image normally sits on its parent's, a
+ * branch's overlay on its base's, until a delete leaves an unnamed image
+ * between them. Originals (not created by qbranch) record no backing.
+ */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "qbranch.h"
+
+/* Makes an empty tree. */
+struct snap_tree *
+snap_tree_new(void)
+{
+	struct snap_tree	*t;
+
+	t = xcalloc(1, sizeof *t);
+	TAILQ_INIT(&t->snapshots);
+	TAILQ_INIT(&t->branches);
+	return t;
+}
+
+/* Frees the files of a snapshot or branch. */
+void
+snap_files_free(struct snap_file *f, size_t n)
+{
+	size_t	i;
+
+	for (i = 0; i < n; i++) {
+		free(f[i].device);
+		free(f[i].file);
+		free(f[i].format);
+		free(f[i].backing);
+	}
+	free(f);
+}
+
+/* Replaces *dst (n entries) with a deep copy of src. */
+void
+snap_files_set(struct snap_file **dst, size_t *ndst,
+    const struct snap_file *src, size_t n)
+{
+	struct snap_file	*f;
+	size_t			 i;
+
+	f = xcalloc(n, sizeof *f);
+	for (i = 0; i < n; i++) {
+		f[i].device = xstrdup(src[i].device);
+		f[i].file = xstrdup(src[i].file);
+		f[i].format = xstrdup(src[i].format);
+		f[i].backing = src[i].backing ? xstrdup(src[i].backing) : NULL;
+		f[i].owned = src[i].owned;
+	}
+	snap_files_free(*dst, *ndst);
+	*dst = f;
+	*ndst = n;
+}
+
+/* The entry for device, or NULL. */
+const struct snap_file *
+snap_file_find(const struct snap_file *f, size_t n, const char *device)
+{
+	size_t	i;
+
+	for (i = 0; i < n; i++) {
+		if (strcmp(f[i].device, device) == 0)
+			return &f[i];
+	}
+	return NULL;
+}
+
+static void
+snapshot_free(struct snapshot *s)
+{
+	free(s->name);
+	free(s->description);
+	free(s->vm_state);
+	snap_files_free(s->disks, s->ndisks);
+	free(s);
+}
+
+static void
+branch_free(struct branch *b)
+{
+	free(b->name);
+	snap_files_free(b->disks, b->ndisks);
+	free(b);
+}
+
+/* Frees a tree. */
+void
+snap_tree_free(struct snap_tree *t)
+{
+	struct snapshot	*s;
+	struct branch	*b;
+
+	if (t == NULL)
+		return;
+	while ((s = TAILQ_FIRST(&t->snapshots)) != NULL) {
+		TAILQ_REMOVE(&t->snapshots, s, entry);
+		snapshot_free(s);
+	}
+	while ((b = TAILQ_FIRST(&t->branches)) != NULL) {
+		TAILQ_REMOVE(&t->branches, b, entry);
+		branch_free(b);
+	}
+	snap_files_free(t->bases, t->nbases);
+	free(t);
+}
+
+/*
+ * Names go into file names: a letter or digit, then letters, digits and
+ * ". _ + -", at most SNAP_NAME_MAX bytes.
+ */
+int
+snap_name_is_valid(const char *name)
+{
+	size_t	i;
+
+	if (name == NULL || name[0] == '\0' || strlen(name) > SNAP_NAME_MAX)
+		return 0;
+	if (!isascii((unsigned char)name[0]) ||
+	    !isalnum((unsigned char)name[0]))
+		return 0;
+	for (i = 1; name[i] != '\0'; i++) {
+		if (!isascii((unsigned char)name[i]) ||
+		    (!isalnum((unsigned char)name[i]) &&
+		    strchr("._+-", name[i]) == NULL))
+			return 0;
+	}
+	return 1;
+}
+
+/* The snapshot called name, or NULL. */
+struct snapshot *
+snap_find(const struct snap_tree *t, const char *name)
+{
+	struct snapshot	*s;
+
+	TAILQ_FOREACH(s, &t->snapshots, entry) {
+		if (strcmp(s->name, name) == 0)
+			return s;
+	}
+	return NULL;
+}
+
+/* The branch called name, or NULL. */
+struct branch *
+branch_find(const struct snap_tree *t, const char *name)
+{
+	struct branch	*b;
+
+	TAILQ_FOREACH(b, &t->branches, entry) {
+		if (strcmp(b->name, name) == 0)
+			return b;
+	}
+	return NULL;
+}
+
+/* The branch the VM runs on; NULL only for an empty tree. */
+struct branch *
+branch_attached(const struct snap_tree *t)
+{
+	struct branch	*b;
+
+	TAILQ_FOREACH(b, &t->branches, entry) {
+		if (b->attached)
+			return b;
+	}
+	return NULL;
+}
+
+/* The current snapshot: the base of the attached branch. */
+struct snapshot *
+snap_current(const struct snap_tree *t)
+{
+	struct branch	*b = branch_attached(t);
+
+	return b != NULL ? b->base : NULL;
+}
+
+/* Whether a is s or one of its ancestors. */
+int
+snap_is_ancestor(const struct snapshot *a, const struct snapshot *s)
+{
+	for (; s != NULL; s = s->parent) {
+		if (s == a)
+			return 1;
+	}
+	return 0;
+}
+
+/* Adds a snapshot (no disks yet) as a child of parent. */
+struct snapshot *
+snap_add(struct snap_tree *t, const char *name, struct snapshot *parent)
+{
+	struct snapshot	*s;
+
+	s = xcalloc(1, sizeof *s);
+	s->name = xstrdup(name);
+	s->description = xstrdup("");
+	s->vm_state = xstrdup("");
+	s->parent = parent;
+	TAILQ_INSERT_TAIL(&t->snapshots, s, entry);
+	return s;
+}
+
+/*
+ * Removes a snapshot from the model: its children and the branches based
+ * on it move to its parent.
+ */
+void
+snap_remove(struct snap_tree *t, struct snapshot *s)
+{
+	struct snapshot	*c;
+	struct branch	*b;
+
+	TAILQ_FOREACH(c, &t->snapshots, entry) {
+		if (c->parent == s)
+			c->parent = s->parent;
+	}
+	TAILQ_FOREACH(b, &t->branches, entry) {
+		if (b->base == s)
+			b->base = s->parent;
+	}
+	TAILQ_REMOVE(&t->snapshots, s, entry);
+	snapshot_free(s);
+}
+
+/* Adds a detached branch (no disks yet) growing from base. */
+struct branch *
+branch_add(struct snap_tree *t, const char *name, struct snapshot *from)
+{
+	struct branch	*b;
+
+	b = xcalloc(1, sizeof *b);
+	b->name = xstrdup(name);
+	b->base = from;
+	TAILQ_INSERT_TAIL(&t->branches, b, entry);
+	return b;
+}
+
+/* Removes a branch from the model. */
+void
+branch_remove(struct snap_tree *t, struct branch *b)
+{
+	TAILQ_REMOVE(&t->branches, b, entry);
+	branch_free(b);
+}
+
+/* The record of an image anywhere in the tree, or NULL. */
+struct snap_file *
+snap_tree_image(const struct snap_tree *t, const char *path)
+{
+	struct snapshot	*s;
+	struct branch	*b;
+	size_t		 i;
+
+	TAILQ_FOREACH(s, &t->snapshots, entry) {
+		for (i = 0; i < s->ndisks; i++) {
+			if (strcmp(s->disks[i].file, path) == 0)
+				return &s->disks[i];
+		}
+	}
+	TAILQ_FOREACH(b, &t->branches, entry) {
+		for (i = 0; i < b->ndisks; i++) {
+			if (strcmp(b->disks[i].file, path) == 0)
+				return &b->disks[i];
+		}
+	}
+	for (i = 0; i < t->nbases; i++) {
+		if (strcmp(t->bases[i].file, path) == 0)
+			return &t->bases[i];
+	}
+	return NULL;
+}
+
+/*
+ * Keeps an image no snapshot names any more, because other images still
+ * sit on it: an unnamed base.
+ */
+void
+snap_tree_keep_base(struct snap_tree *t, const struct snap_file *f)
+{
+	struct snap_file	*all;
+	size_t			 i;
+
+	for (i = 0; i < t->nbases; i++) {
+		if (strcmp(t->bases[i].file, f->file) == 0)
+			return;
+	}
+	all = xcalloc(t->nbases + 1, sizeof *all);
+	memcpy(all, t->bases, t->nbases * sizeof *all);
+	all[t->nbases].device = xstrdup(f->device);
+	all[t->nbases].file = xstrdup(f->file);
+	all[t->nbases].format = xstrdup(f->format);
+	all[t->nbases].backing = f->backing ? xstrdup(f->backing) : NULL;
+	all[t->nbases].owned = f->owned;
+	free(t->bases);
+	t->bases = all;
+	t->nbases++;
+}
+
+/* Forgets an unnamed base. */
+void
+snap_tree_drop_base(struct snap_tree *t, const char *path)
+{
+	size_t	i;
+
+	for (i = 0; i < t->nbases; i++) {
+		if (strcmp(t->bases[i].file, path) != 0)
+			continue;
+		free(t->bases[i].device);
+		free(t->bases[i].file);
+		free(t->bases[i].format);
+		free(t->bases[i].backing);
+		memmove(&t->bases[i], &t->bases[i + 1],
+		    (t->nbases - i - 1) * sizeof *t->bases);
+		t->nbases--;
+		return;
+	}
+}
+
+/* How many images of the tree have path as their backing. */
+size_t
+snap_tree_dependants(const struct snap_tree *t, const char *path,
+    struct snap_file **one)
+{
+	struct snapshot	*s;
+	struct branch	*b;
+	size_t		 i, n = 0;
+
+	TAILQ_FOREACH(s, &t->snapshots, entry) {
+		for (i = 0; i < s->ndisks; i++) {
+			if (s->disks[i].backing != NULL &&
+			    strcmp(s->disks[i].backing, path) == 0) {
+				n++;
+				*one = &s->disks[i];
+			}
+		}
+	}
+	TAILQ_FOREACH(b, &t->branches, entry) {
+		for (i = 0; i < b->ndisks; i++) {
+			if (b->disks[i].backing != NULL &&
+			    strcmp(b->disks[i].backing, path) == 0) {
+				n++;
+				*one = &b->disks[i];
+			}
+		}
+	}
+	for (i = 0; i < t->nbases; i++) {
+		if (t->bases[i].backing != NULL &&
+		    strcmp(t->bases[i].backing, path) == 0) {
+			n++;
+			*one = &t->bases[i];
+		}
+	}
+	return n;
+}
+
+/* A free default snapshot name, vm-YYYYMMDDHHMMSS[-N], as QEMU's savevm. */
+char *
+snap_default_name(const struct snap_tree *t, int64_t now)
+{
+	struct tm	 tm;
+	time_t		 tt = now;
+	char		 stamp[32], *name;
+	int		 n;
+
+	gmtime_r(&tt, &tm);
+	strftime(stamp, sizeof stamp, "vm-%Y%m%d%H%M%S", &tm);
+	name = xstrdup(stamp);
+	for (n = 2; snap_find(t, name) != NULL; n++) {
+		free(name);
+		xasprintf(&name, "%s-%d", stamp, n);
+	}
+	return name;
+}
+
+/*
+ * The path an image's derived files start with: the image's path without
+ * its last extension (/img/vm.qcow2 gives /img/vm).
+ */
+char *
+snap_stem(const char *path)
+{
+	const char	*slash = strrchr(path, '/');
+	const char	*dot = strrchr(path, '.');
+
+	if (dot == NULL || (slash != NULL && dot < slash) ||
+	    dot == (slash != NULL ? slash + 1 : path))
+		return xstrdup(path);
+	return xstrndup(path, dot - path);
+}
+
+static json_t *
+files_json(const struct snap_file *f, size_t n, int full)
+{
+	json_t	*a = json_array(), *o;
+	size_t	 i;
+
+	for (i = 0; i < n; i++) {
+		o = json_pack("{s:s, s:s}", "device", f[i].device, "file",
+		    f[i].file);
+		if (full) {
+			json_object_set_new(o, "format",
+			    json_string(f[i].format));
+			json_object_set_new(o, "backing", f[i].backing ?
+			    json_string(f[i].backing) : json_null());
+			json_object_set_new(o, "owned",
+			    json_boolean(f[i].owned));
+		}
+		json_array_append_new(a, o);
+	}
+	return a;
+}
+
+/* A snapshot as the queries show it (new reference). */
+json_t *
+snap_json(const struct snap_tree *t, const struct snapshot *s)
+{
+	const struct snapshot	*c;
+	json_t			*o, *children = json_array();
+
+	TAILQ_FOREACH(c, &t->snapshots, entry) {
+		if (c->parent == s)
+			json_array_append_new(children, json_string(c->name));
+	}
+	o = json_pack("{s:s, s:o, s:o, s:I, s:s, s:s, s:o, s:b, s:b}",
+	    "name", s->name,
+	    "parent", s->parent ? json_string(s->parent->name) : json_null(),
+	    "children", children,
+	    "created", (json_int_t)s->created,
+	    "description", s->description,
+	    "vm-state", s->vm_state,
+	    "disks", files_json(s->disks, s->ndisks, 0),
+	    "memory", 0,
+	    "current", snap_current(t) == s);
+	return o;
+}
+
+/* A branch as the queries show it (new reference). */
+json_t *
+branch_json(const struct branch *b)
+{
+	return json_pack("{s:s, s:o, s:b, s:o}",
+	    "name", b->name,
+	    "base", b->base ? json_string(b->base->name) : json_null(),
+	    "attached", b->attached,
+	    "disks", files_json(b->disks, b->ndisks, 0));
+}
+
+/* The tree file's form (new reference). */
+json_t *
+snap_tree_to_json(const struct snap_tree *t)
+{
+	const struct snapshot	*s;
+	const struct branch	*b;
+	json_t			*snaps = json_array(), *branches = json_array();
+
+	TAILQ_FOREACH(s, &t->snapshots, entry) {
+		json_array_append_new(snaps, json_pack(
+		    "{s:s, s:o, s:I, s:s, s:s, s:o}",
+		    "name", s->name,
+		    "parent", s->parent ? json_string(s->parent->name) :
+		    json_null(),
+		    "created", (json_int_t)s->created,
+		    "description", s->description,
+		    "vm-state", s->vm_state,
+		    "disks", files_json(s->disks, s->ndisks, 1)));
+	}
+	TAILQ_FOREACH(b, &t->branches, entry) {
+		json_array_append_new(branches, json_pack(
+		    "{s:s, s:o, s:b, s:o}",
+		    "name", b->name,
+		    "base", b->base ? json_string(b->base->name) : json_null(),
+		    "attached", b->attached,
+		    "disks", files_json(b->disks, b->ndisks, 1)));
+	}
+	return json_pack("{s:i, s:o, s:o, s:o}", "version", SNAP_TREE_VERSION,
+	    "snapshots", snaps, "branches", branches, "bases",
+	    files_json(t->bases, t->nbases, 1));
+}
+
+static int
+files_from_json(json_t *a, struct snap_file **fp, size_t *np, char **cause)
+{
+	struct snap_file	*f;
+	json_t			*o, *backing;
+	const char		*device, *file, *format;
+	int			 owned;
+	size_t			 i;
+
+	if (!json_is_array(a)) {
+		*cause = xstrdup("'disks' is not an array");
+		return -1;
+	}
+	f = xcalloc(json_array_size(a), sizeof *f);
+	json_array_foreach(a, i, o) {
+		if (json_unpack(o, "{s:s, s:s, s:s, s:o, s:b}", "device",
+		    &device, "file", &file, "format", &format, "backing",
+		    &backing, "owned", &owned) == -1 || file[0] != '/' ||
+		    (!json_is_null(backing) && !json_is_string(backing))) {
+			snap_files_free(f, i);
+			xasprintf(cause, "disk %zu: bad entry", i);
+			return -1;
+		}
+		f[i].device = xstrdup(device);
+		f[i].file = xstrdup(file);
+		f[i].format = xstrdup(format);
+		f[i].backing = json_is_string(backing) ?
+		    xstrdup(json_string_value(backing)) : NULL;
+		f[i].owned = owned;
+	}
+	*fp = f;
+	*np = json_array_size(a);
+	return 0;
+}
+
+/*
+ * Builds a tree from its file form, checking it whole: names valid and
+ * unique, parents listed before children, one attached branch. Returns NULL
+ * with an allocated *cause on any fault.
+ */
+struct snap_tree *
+snap_tree_from_json(json_t *root, char **cause)
+{
+	struct snap_tree	*t = snap_tree_new();
+	struct snapshot		*s, *parent;
+	struct branch		*b;
+	json_t			*snaps, *branches, *o, *disks, *p, *bases;
+	const char		*name, *desc, *state;
+	json_int_t		 created, version;
+	int			 attached, nattached = 0;
+	size_t			 i;
+	char			*why = NULL;
+
+	if (json_unpack(root, "{s:I, s:o, s:o, s:o}", "version", &version,
+	    "snapshots", &snaps, "branches", &branches, "bases", &bases) ==
+	    -1 || !json_is_array(snaps) || !json_is_array(branches)) {
+		why = xstrdup("not a tree file");
+		goto fail;
+	}
+	if (version != SNAP_TREE_VERSION) {
+		xasprintf(&why, "version %lld, this qbranchd reads %d",
+		    (long long)version, SNAP_TREE_VERSION);
+		goto fail;
+	}
+	json_array_foreach(snaps, i, o) {
+		if (json_unpack(o, "{s:s, s:o, s:I, s:s, s:s, s:o}", "name",
+		    &name, "parent", &p, "created", &created, "description",
+		    &desc, "vm-state", &state, "disks", &disks) == -1 ||
+		    !snap_name_is_valid(name) || snap_find(t, name) != NULL ||
+		    (!json_is_null(p) && !json_is_string(p))) {
+			xasprintf(&why, "snapshot %zu: bad or duplicate entry",
+			    i);
+			goto fail;
+		}
+		parent = NULL;
+		if (json_is_string(p) &&
+		    (parent = snap_find(t, json_string_value(p))) == NULL) {
+			xasprintf(&why, "snapshot %s: parent %s unknown", name,
+			    json_string_value(p));
+			goto fail;
+		}
+		s = snap_add(t, name, parent);
+		s->created = created;
+		free(s->description);
+		s->description = xstrdup(desc);
+		free(s->vm_state);
+		s->vm_state = xstrdup(state);
+		if (files_from_json(disks, &s->disks, &s->ndisks, &why) == -1)
+			goto fail;
+	}
+	json_array_foreach(branches, i, o) {
+		if (json_unpack(o, "{s:s, s:o, s:b, s:o}", "name", &name,
+		    "base", &p, "attached", &attached, "disks", &disks) == -1 ||
+		    !snap_name_is_valid(name) || branch_find(t, name) != NULL ||
+		    (!json_is_null(p) && !json_is_string(p))) {
+			xasprintf(&why, "branch %zu: bad or duplicate entry", i);
+			goto fail;
+		}
+		parent = NULL;
+		if (json_is_string(p) &&
+		    (parent = snap_find(t, json_string_value(p))) == NULL) {
+			xasprintf(&why, "branch %s: base %s unknown", name,
+			    json_string_value(p));
+			goto fail;
+		}
+		b = branch_add(t, name, parent);
+		b->attached = attached;
+		nattached += attached;
+		if (files_from_json(disks, &b->disks, &b->ndisks, &why) == -1)
+			goto fail;
+	}
+	if (files_from_json(bases, &t->bases, &t->nbases, &why) == -1)
+		goto fail;
+	if (nattached != 1) {
+		xasprintf(&why, "%d attached branches, not one", nattached);
+		goto fail;
+	}
+	return t;
+fail:
+	*cause = why;
+	snap_tree_free(t);
+	return NULL;
+}
