@@ -8,6 +8,7 @@
  * drain first and frees on a later loop turn.
  */
 #include <sys/socket.h>
+#include <sys/time.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -206,6 +207,28 @@ client_sent(struct client *c)
 		    "not reading them: disconnected", c->id, opts.max_output);
 		client_close(c, "output queue full");
 	}
+}
+
+/* Sends an event of the proxy's own to every client in command mode. */
+void
+client_broadcast_event(const char *name, json_t *data)
+{
+	struct client	*c;
+	struct timeval	 tv;
+	json_t		*ev;
+	char		*text;
+
+	gettimeofday(&tv, NULL);
+	ev = json_pack("{s:{s:I, s:I}, s:s, s:O}", "timestamp", "seconds",
+	    (json_int_t)tv.tv_sec, "microseconds", (json_int_t)tv.tv_usec,
+	    "event", name, "data", data);
+	text = json_dumps(ev, JSON_PRESERVE_ORDER);
+	json_decref(ev);
+	TAILQ_FOREACH(c, &clients, entry) {
+		if (c->state == CLIENT_COMMAND)
+			client_send(c, text, strlen(text));
+	}
+	free(text);
 }
 
 /* Sends an error reply; id is raw JSON or NULL. */

@@ -82,7 +82,7 @@ switch_step(struct op *op, json_t *ret)
 			op->backings[i] = xstrdup(f->backing);
 		}
 		cmd_run_state(op->args, &run, op->was_running, &cause);
-		op_attach(op, run);
+		op_attach(op, 1, run);
 		return;
 	case 2:
 		b = op->subject;

@@ -20,14 +20,44 @@ struct query_disks {
 	uint32_t	 client;
 	char		*id;
 	size_t		 idlen;
+	json_t		*nodes;		/* query-named-block-nodes */
 };
+
+static void	query_disks_cb(json_t *, void *);
+
+/* The format node that has file open, or NULL. */
+static json_t *
+query_disks_node(struct query_disks *q, json_t *file)
+{
+	json_t		*n;
+	size_t		 i;
+	const char	*drv;
+
+	json_array_foreach(q->nodes, i, n) {
+		drv = json_string_value(json_object_get(n, "drv"));
+		if (drv != NULL && strcmp(drv, "file") != 0 &&
+		    json_equal(json_object_get(n, "file"), file))
+			return json_object_get(n, "node-name");
+	}
+	return NULL;
+}
+
+static void
+query_disks_nodes_cb(json_t *reply, void *arg)
+{
+	struct query_disks	*q = arg;
+
+	if (reply != NULL)
+		q->nodes = json_incref(json_object_get(reply, "return"));
+	upstream_call("query-block", NULL, query_disks_cb, q);
+}
 
 static void
 query_disks_cb(json_t *reply, void *arg)
 {
 	struct query_disks	*q = arg;
 	struct client		*c;
-	json_t			*out, *b, *ins, *img, *chain;
+	json_t			*out, *b, *ins, *img, *chain, *node;
 	const char		*qdev, *dev, *slash;
 	size_t			 i;
 
@@ -63,9 +93,12 @@ query_disks_cb(json_t *reply, void *arg)
 		chain = json_array();
 		for (img = json_object_get(ins, "image"); img != NULL;
 		    img = json_object_get(img, "backing-image")) {
-			json_array_append_new(chain, json_pack("{s:O, s:O}",
+			node = query_disks_node(q, json_object_get(img,
+			    "filename"));
+			json_array_append_new(chain, json_pack("{s:O, s:O, s:O}",
 			    "file", json_object_get(img, "filename"),
-			    "format", json_object_get(img, "format")));
+			    "format", json_object_get(img, "format"),
+			    "node-name", node != NULL ? node : json_null()));
 		}
 		json_object_set(json_array_get(chain, 0), "node-name",
 		    json_object_get(ins, "node-name"));
@@ -75,6 +108,7 @@ query_disks_cb(json_t *reply, void *arg)
 	cmd_reply(c, out, q->id, q->idlen);
 	client_recheck(c);
 out:
+	json_decref(q->nodes);
 	free(q->id);
 	free(q);
 }
@@ -96,5 +130,11 @@ query_disks_exec(struct client *c, json_t *args, const char *id,
 	/* Later commands of this client wait, to keep replies in order. */
 	c->flags |= CLIENT_BUSY;
 	client_recheck(c);
-	upstream_call("query-block", NULL, query_disks_cb, q);
+	/* Node names come from query-named-block-nodes, never safe while a
+	 * block-stream runs on QEMU 7.2: then they are left out. */
+	if (snap.op != NULL)
+		upstream_call("query-block", NULL, query_disks_cb, q);
+	else
+		upstream_call("query-named-block-nodes", json_pack("{s:b}",
+		    "flat", 1), query_disks_nodes_cb, q);
 }

@@ -83,6 +83,11 @@ create_paths(struct op *op, struct branch *b)
 				    "file"));
 		}
 		if (file != NULL) {
+			if (snap_tree_image(snap.tree, file) != NULL) {
+				op_fail(op, "%s exists already: qbranch never "
+				    "overwrites a file", file);
+				return -1;
+			}
 			if (!op_path_is_allowed(file, snap.tree)) {
 				op_fail(op, "%s is outside the directories "
 				    "qbranch may use (--image-dir, --allow-dir, "
@@ -128,6 +133,17 @@ create_step(struct op *op, json_t *ret)
 		    snap_default_name(snap.tree, time(NULL));
 		if (create_paths(op, b) == -1)
 			return;
+		for (i = 0; i < b->ndisks; i++) {
+			/* The exporter would find its live disk frozen. */
+			d = op_disk(op, b->disks[i].device);
+			if (op_node_exported(op, d->node)) {
+				op_fail(op, "an export holds %s, the node of %s "
+				    "that would become the snapshot: remove the "
+				    "export first (see query-block-exports)",
+				    d->node, d->device);
+				return;
+			}
+		}
 		op->i = 0;
 		/* FALLTHROUGH */
 	case 2:

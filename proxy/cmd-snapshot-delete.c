@@ -76,6 +76,45 @@ delete_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 	delete_step(op, NULL);
 }
 
+/* Refuses, before anything changes, when an export holds a node to close. */
+static int
+delete_check_exports(struct op *op, json_t *files)
+{
+	json_t		*f;
+	size_t		 i;
+	const char	*path, *node;
+
+	json_array_foreach(files, i, f) {
+		path = json_is_string(f) ? json_string_value(f) :
+		    json_string_value(json_object_get(f, "file"));
+		if ((node = op_node_of(op, path)) != NULL &&
+		    op_node_exported(op, node)) {
+			op_fail(op, "an export holds %s (%s), which this delete "
+			    "must close: remove the export first (see "
+			    "query-block-exports)", node, path);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Whether path is the overlay of a detached branch. */
+static int
+delete_is_detached_overlay(const char *path)
+{
+	struct branch	*b;
+	size_t		 i;
+
+	TAILQ_FOREACH(b, &snap.tree->branches, entry) {
+		for (i = 0; i < b->ndisks; i++) {
+			if (!b->attached &&
+			    strcmp(b->disks[i].file, path) == 0)
+				return 1;
+		}
+	}
+	return 0;
+}
+
 /* Whether s is x or a descendant of x. */
 static int
 in_subtree(const struct snapshot *x, const struct snapshot *s)
@@ -166,6 +205,7 @@ delete_step(struct op *op, json_t *ret)
 	struct snap_file	*f, *dep;
 	const char		*name;
 	const char		*dnode, *bnode;
+	json_t			*files;
 	size_t			 n;
 	char			*cause = NULL;
 
@@ -197,7 +237,9 @@ delete_step(struct op *op, json_t *ret)
 		case DELETE_CHILDREN:
 		case DELETE_CHILDREN_ONLY:
 			if (delete_subtree_plan(op, s,
-			    op->flag == DELETE_CHILDREN_ONLY) == -1)
+			    op->flag == DELETE_CHILDREN_ONLY) == -1 ||
+			    delete_check_exports(op, json_object_get(op->result,
+			    "files")) == -1)
 				return;
 			delete_subtree_forget(op);
 			op->i = 0;
@@ -206,6 +248,14 @@ delete_step(struct op *op, json_t *ret)
 			remove_step(op, NULL);
 			return;
 		}
+		files = json_array();
+		for (n = 0; n < s->ndisks; n++)
+			json_array_append_new(files,
+			    json_string(s->disks[n].file));
+		n = delete_check_exports(op, files);
+		json_decref(files);
+		if (n != 0)
+			return;
 		op->i = 0;
 		/* FALLTHROUGH */
 	case 2:
@@ -252,6 +302,7 @@ delete_step(struct op *op, json_t *ret)
 			    dnode == NULL ? op->s1 : f->backing);
 			return;
 		}
+		op->progress = "delete";
 		op_job(op, "block-stream", json_pack("{s:s, s:s, s:b}",
 		    "device", dnode, "base-node", bnode, "auto-dismiss", 0));
 		return;
@@ -263,6 +314,18 @@ delete_step(struct op *op, json_t *ret)
 		dep = snap_tree_image(snap.tree, op->s1);
 		free(dep->backing);
 		dep->backing = f->backing ? xstrdup(f->backing) : NULL;
+		if (delete_is_detached_overlay(op->s1) &&
+		    (dnode = op_node_of(op, op->s1)) != NULL) {
+			/* A detached branch is opened again by a switch. */
+			op_call(op, "blockdev-del", json_pack("{s:s}",
+			    "node-name", dnode));
+			op_forget_node(op, op->s1);
+			return;
+		}
+		/* FALLTHROUGH */
+	case 5:
+		s = op->subject;
+		f = &s->disks[op->i - 1];
 		op->result = json_pack("{s:[{s:s, s:b}], s:[]}", "files",
 		    "file", f->file, "owned", f->owned, "gone");
 		op->stage = 2;

@@ -142,11 +142,18 @@ revert_names(struct op *op, struct snapshot *s, struct branch *b)
 	op->name = xstrdup(bname != NULL ? bname : suffix);
 	free(suffix);
 	for (i = 0; i < b->ndisks; i++) {
-		if (revert_named_file(op->args, b->disks[i].device) != NULL &&
-		    !op_path_is_allowed(op->paths[i], snap.tree)) {
+		if (revert_named_file(op->args, b->disks[i].device) == NULL)
+			continue;
+		if (!op_path_is_allowed(op->paths[i], snap.tree)) {
 			op_fail(op, "%s is outside the directories qbranch may "
 			    "use (--image-dir, --allow-dir, the disks' own)",
 			    op->paths[i]);
+			return -1;
+		}
+		if (access(op->paths[i], F_OK) == 0 ||
+		    snap_tree_image(snap.tree, op->paths[i]) != NULL) {
+			op_fail(op, "%s exists already: qbranch never "
+			    "overwrites a file", op->paths[i]);
 			return -1;
 		}
 	}
@@ -192,7 +199,7 @@ revert_step(struct op *op, json_t *ret)
 		if (revert_names(op, s, branch_attached(snap.tree)) == -1)
 			return;
 		cmd_run_state(op->args, &run, op->was_running, &cause);
-		op_attach(op, run);
+		op_attach(op, 0, run);
 		return;
 	case 2:
 		s = op->subject;

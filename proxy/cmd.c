@@ -82,6 +82,29 @@ cmd_check_args(json_t *args, const struct arg_spec *spec, char **cause)
 	return 0;
 }
 
+/*
+ * The proxy's own commands as query-commands entries, comma-separated, for
+ * splicing into QEMU's list (qmp_capabilities is in it already).
+ */
+const char *
+cmd_list_json(void)
+{
+	static struct buf	b;
+	size_t			i;
+
+	if (b.data != NULL)
+		return b.data;
+	buf_addstr(&b, "");
+	for (i = 0; i < sizeof cmd_table / sizeof cmd_table[0]; i++) {
+		if (cmd_table[i]->flags & CMD_NEGOTIATION)
+			continue;
+		buf_addstr(&b, b.len > 0 ? ", {\"name\": \"" : "{\"name\": \"");
+		buf_addstr(&b, cmd_table[i]->name);
+		buf_addstr(&b, "\"}");
+	}
+	return b.data;
+}
+
 static const struct cmd_entry *
 cmd_find(const char *name)
 {

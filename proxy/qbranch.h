@@ -307,6 +307,7 @@ void		 client_upstream_ready(void);
 void		 client_close_all(const char *);
 void		 client_send(struct client *, const char *, size_t);
 void		 client_sent(struct client *);
+void		 client_broadcast_event(const char *, json_t *);
 void		 client_send_error(struct client *, const char *,
 		    const char *, const char *, size_t);
 void		 client_reply_local(struct client *, char *);
@@ -327,6 +328,7 @@ struct pending {
 #define PENDING_NOID	0x4
 #define PENDING_FDS	0x8			/* came with descriptors */
 #define PENDING_INTERNAL 0x10			/* the proxy's own command */
+#define PENDING_COMMANDS 0x20			/* query-commands */
 	void			(*cb)(json_t *, void *);
 	void			*cb_arg;
 	char			*reply;		/* a local reply, ready */
@@ -363,6 +365,7 @@ struct arg_spec {
 	int		 required;
 };
 int		 cmd_check_args(json_t *, const struct arg_spec *, char **);
+const char	*cmd_list_json(void);
 int		 cmd_run_state(json_t *, int *, int, char **);
 void		 snap_branch_discard(struct branch *);
 int		 cmd_query_check(struct client *, json_t *, const char *,
@@ -420,6 +423,8 @@ struct op {
 	int		 job_concluded;
 	char		*job_error;
 	void		(*job_resume)(struct op *, json_t *);
+	const char	*progress;	/* QBRANCH_PROGRESS "operation" */
+	struct event	*progress_timer;
 
 	/* an overlay in the making */
 	char		*s1;
@@ -436,6 +441,7 @@ struct op {
 	/* moving the VM onto other images */
 	int		 astage;
 	int		 run_after;
+	int		 attach_open;	/* 1: existing overlays */
 	int		 tolerate;	/* the next call may fail */
 	void		(*attach_resume)(struct op *, json_t *);
 
@@ -489,7 +495,7 @@ void		 op_make_overlay(struct op *, const char *, const char *,
 void		 op_open_image(struct op *, const char *);
 
 /* snap-attach.c */
-void		 op_attach(struct op *, int);
+void		 op_attach(struct op *, int, int);
 const char	*op_backing_format(struct op *, size_t);
 int		 op_path_is_allowed(const char *, const struct snap_tree *);
 char		*op_image_path(const struct snap_tree *, const char *,

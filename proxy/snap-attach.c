@@ -16,25 +16,14 @@
 
 static void	attach_step(struct op *, json_t *);
 
-/* The backing of disk i's new top. */
-static const char *
-attach_backing(struct op *op, size_t i)
-{
-	const struct snap_file	*f;
-
-	f = snap_tree_image(snap.tree, op->paths[i]);
-	if (f != NULL)
-		return f->backing;	/* switch: the overlay records it */
-	return op->backings[i];
-}
-
 /*
  * Starts the move: op->paths[i] is the new top for the attached branch's
- * disk i and op->backings[i] what a new overlay goes over. run says the
- * state wanted at the end (1 running, 0 paused).
+ * disk i, made over op->backings[i] (open_existing 0) or a detached
+ * branch's overlay that sits on it (1). run says the state wanted at the
+ * end (1 running, 0 paused).
  */
 void
-op_attach(struct op *op, int run)
+op_attach(struct op *op, int open_existing, int run)
 {
 	struct branch		*b = branch_attached(snap.tree);
 	struct disk_info	*d;
@@ -50,6 +39,7 @@ op_attach(struct op *op, int run)
 		}
 	}
 	op->run_after = run;
+	op->attach_open = open_existing;
 	op->attach_resume = op->step;
 	op->astage = 0;
 	op->i = 0;
@@ -71,7 +61,7 @@ attach_step(struct op *op, json_t *ret)
 	case 0:
 		/* The image below each new top must be open. */
 		if (op->i < b->ndisks) {
-			below = attach_backing(op, op->i++);
+			below = op->backings[op->i++];
 			op_open_image(op, below);
 			return;
 		}
@@ -82,13 +72,18 @@ attach_step(struct op *op, json_t *ret)
 		if (op->i < b->ndisks) {
 			i = op->i++;
 			d = op_disk(op, b->disks[i].device);
-			if (snap_tree_image(snap.tree, op->paths[i]) == NULL) {
+			if (!op->attach_open) {
 				op_make_overlay(op, op->paths[i],
 				    op->backings[i], op_backing_format(op, i),
 				    d->size);
 				return;
 			}
 			/* A branch's overlay, opened as it was left. */
+			if (op_node_of(op, op->paths[i]) != NULL) {
+				op_fail(op, "%s is open in QEMU already",
+				    op->paths[i]);
+				return;
+			}
 			op_node_name(op->paths[i], node, sizeof node);
 			op_file_node_name(op->paths[i], fnode, sizeof fnode);
 			op_undo_call(op, "blockdev-del", json_pack("{s:s}",
@@ -129,7 +124,7 @@ attach_step(struct op *op, json_t *ret)
 			json_array_append_new(opts_, json_pack("{s:s, s:s, s:s, "
 			    "s:s}", "driver", "qcow2", "node-name", node, "file",
 			    fnode, "backing", op_node_of(op,
-			    attach_backing(op, i))));
+			    op->backings[i])));
 		}
 		op->astage = 4;
 		op_call(op, "blockdev-reopen", json_pack("{s:o}", "options",

@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "qbranch.h"
 
 struct snap_state	 snap;
@@ -23,6 +25,7 @@ struct snap_state	 snap;
 static void	op_reply_cb(json_t *, void *);
 static void	op_undo_next(struct op *, json_t *);
 static void	op_finish(struct op *);
+static void	progress_stop(struct op *);
 
 /* Loads the tree from the state directory at start-up. */
 void
@@ -181,6 +184,7 @@ op_finish(struct op *op)
 	size_t		 i;
 
 	snap.op = NULL;
+	progress_stop(op);
 	if (c != NULL) {
 		c->flags &= ~CLIENT_BUSY;
 		client_recheck(c);
@@ -618,6 +622,53 @@ op_tree_init(struct op *op)
 	tree_init(op->disks, op->ndisks);
 }
 
+#define PROGRESS_INTERVAL_MS	200
+
+/* Reports a long job's progress to every client. */
+static void
+progress_emit(struct op *op, json_t *job)
+{
+	json_t	*data;
+
+	data = json_pack("{s:s, s:s, s:I, s:I}", "operation", op->progress,
+	    "job", op->job, "current", json_integer_value(json_object_get(job,
+	    "current-progress")), "total", json_integer_value(
+	    json_object_get(job, "total-progress")));
+	client_broadcast_event("QBRANCH_PROGRESS", data);
+	json_decref(data);
+}
+
+static void
+progress_cb(json_t *reply, void *arg)
+{
+	json_t	*j;
+	size_t	 i;
+
+	if (reply == NULL || snap.op == NULL || snap.op->progress == NULL)
+		return;
+	json_array_foreach(json_object_get(reply, "return"), i, j) {
+		if (strcmp(json_string_value(json_object_get(j, "id")),
+		    snap.op->job) == 0 && strcmp(json_string_value(
+		    json_object_get(j, "status")), "running") == 0)
+			progress_emit(snap.op, j);
+	}
+}
+
+static void
+progress_timer_cb(int fd, short what, void *arg)
+{
+	/* Not through op_call: the operation's own chain goes on. */
+	upstream_call("query-jobs", NULL, progress_cb, NULL);
+}
+
+static void
+progress_stop(struct op *op)
+{
+	if (op->progress_timer != NULL)
+		event_free(op->progress_timer);
+	op->progress_timer = NULL;
+}
+
 /*
  * Job commands: the command is sent, then the step waits for the job to
  * conclude (JOB_STATUS_CHANGE), reads its error from query-jobs, dismisses
@@ -637,6 +688,13 @@ op_job(struct op *op, const char *execute, json_t *args)
 	json_object_set_new(args, "job-id", json_string(op->job));
 	op->job_resume = op->step;
 	op->step = job_started;
+	if (op->progress != NULL && op->progress_timer == NULL) {
+		struct timeval	tv = { 0, PROGRESS_INTERVAL_MS * 1000 };
+
+		op->progress_timer = event_new(base, -1, EV_PERSIST,
+		    progress_timer_cb, NULL);
+		evtimer_add(op->progress_timer, &tv);
+	}
 	op_call(op, execute, args);
 }
 
@@ -682,8 +740,13 @@ job_queried(struct op *op, json_t *ret)
 
 	json_array_foreach(ret, i, j) {
 		if (strcmp(json_string_value(json_object_get(j, "id")),
-		    op->job) == 0)
-			error = json_string_value(json_object_get(j, "error"));
+		    op->job) != 0)
+			continue;
+		error = json_string_value(json_object_get(j, "error"));
+		if (op->progress != NULL) {
+			progress_stop(op);
+			progress_emit(op, j);
+		}
 	}
 	free(op->job_error);
 	op->job_error = error != NULL ? xstrdup(error) : NULL;

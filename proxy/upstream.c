@@ -250,6 +250,8 @@ upstream_forward(struct client *c, const struct qmp_msg *msg,
 		splice_id_insert(&sp);
 		n = snprintf(ins, sizeof ins, "\"id\": %" PRIu64 ", ", p->uid);
 	}
+	if (strcmp(req->name, "query-commands") == 0)
+		p->flags |= PENDING_COMMANDS;
 	if (req->oob)
 		p->flags |= PENDING_OOB;
 	else {
@@ -319,6 +321,43 @@ upstream_reply_internal(const struct qmp_msg *msg, struct pending *p)
 	pending_free(p);
 }
 
+/*
+ * query-commands: the proxy's own commands join QEMU's list, spliced in
+ * before its closing bracket; nothing of QEMU's is re-encoded.
+ */
+static void
+upstream_reply_commands(const struct qmp_msg *msg, struct client *c,
+    const struct splice *sp, const char *ins, size_t inslen)
+{
+	const struct qmp_member	*ret = qmp_msg_member(msg, "return");
+	struct buf		 b = { NULL, 0, 0 }, out = { NULL, 0, 0 };
+	const char		*raw;
+	size_t			 pos, k;
+	int			 empty;
+
+	raw = (const char *)evbuffer_pullup(up.conn->in, msg->len);
+	splice_apply(&b, raw, msg->len, sp, ins, inslen);
+	if (ret != NULL && ret->val_type == QMP_T_ARRAY) {
+		pos = ret->val_end - 1;
+		for (k = pos; k > ret->val_off && strchr(" \t\r\n",
+		    raw[k - 1]) != NULL; k--)
+			;
+		empty = k - 1 == ret->val_off;
+		if (sp->head <= pos)
+			pos = pos + inslen - sp->skip;
+		buf_add(&out, b.data, pos);
+		if (!empty)
+			buf_addstr(&out, ", ");
+		buf_addstr(&out, cmd_list_json());
+		buf_add(&out, b.data + pos, b.len - pos);
+	} else
+		buf_add(&out, b.data, b.len);
+	conn_drain_in(up.conn, msg->len);
+	client_send(c, out.data, out.len);
+	buf_free(&b);
+	buf_free(&out);
+}
+
 /* Sends QEMU's reply to the client that asked, with its own id. */
 static void
 upstream_reply(const struct qmp_msg *msg)
@@ -385,9 +424,13 @@ upstream_reply(const struct qmp_msg *msg)
 		ins = b.data;
 		inslen = b.len;
 	}
-	conn_splice(up.conn, c->conn, msg->len, &sp, ins, inslen);
+	if (p->flags & PENDING_COMMANDS)
+		upstream_reply_commands(msg, c, &sp, ins, inslen);
+	else {
+		conn_splice(up.conn, c->conn, msg->len, &sp, ins, inslen);
+		client_sent(c);
+	}
 	buf_free(&b);
-	client_sent(c);
 	if (p->flags & PENDING_OOB)
 		pending_free(p);
 	else

@@ -40,6 +40,11 @@ import traceback
 QEMU = os.environ.get("QBRANCH_QEMU") or "qemu-system-x86_64"
 QBRANCHD = os.environ.get("QBRANCHD") or ""
 DEFAULT_TIMEOUT = 5.0
+CMD_TIMEOUT = 10.0      # snapshot operations and data checks (slow TCG)
+QEMU_IO = os.environ.get("QBRANCH_QEMU_IO") or "qemu-io"
+QEMU_IMG = os.environ.get("QBRANCH_QEMU_IMG") or "qemu-img"
+REGION = 64 * 1024      # the unit the data helpers write and check
+MiB = 1024 * 1024
 HARD_TIMEOUT = int(os.environ.get("QBTEST_TIMEOUT") or "60")
 
 
@@ -296,20 +301,35 @@ class Env:
         self._procs = []
         self._clients = []
         self._cleaned = False
+        self.disks = {}
         _envs.append(self)
 
     def path(self, name):
         return os.path.join(self.dir, name)
 
     def start_qemu(self, sock="qemu.sock", direct="direct.sock", more=(),
-                   extra=(), wait=True, name=None):
+                   extra=(), wait=True, name=None, disks=()):
         """Start QEMU with QMP monitors on sock (for the proxy), direct
-        (for the test itself) and each of `more` (for further proxies)."""
+        (for the test itself) and each of `more` (for further proxies).
+        disks: Disk objects (or device ids, meaning Disk(id)) to attach;
+        their images are created in the test directory unless they exist.
+        They are remembered in self.disks for write()/check()."""
         if name is None:
             name = "qemu%d" % sum(isinstance(p, Qemu) for p in self._procs)
+        disk_args = []
+        if disks:
+            self.disks = {}
+        for i, d in enumerate(disks):
+            if not isinstance(d, Disk):
+                d = Disk(d)
+            d.attach(self, i)
+            self.disks[d.id] = d
+            disk_args += d.args()
         q = Qemu(self, self.path(sock),
                  self.path(direct) if direct else None,
-                 [self.path(m) for m in more], extra, name)
+                 [self.path(m) for m in more], disk_args + list(extra), name)
+        q.disks = [self.disks[d if isinstance(d, str) else d.id]
+                   for d in disks]
         if wait:
             q.wait_ready()
         return q
@@ -334,6 +354,151 @@ class Env:
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            timeout=timeout)
         return r.returncode, r.stdout.decode("utf-8", "replace")
+
+    # -- guest data, without a guest OS (see DESIGN.md) --------------------
+    #
+    # Write through HMP qemu-io on the device's backend; read back what the
+    # guest sees through a read-only NBD export of the device's current root
+    # node. Every command goes through the client c it is given (a proxy
+    # client normally), so it works whatever the proxy did to the graph.
+
+    def disk(self, dev):
+        try:
+            return self.disks[dev]
+        except KeyError:
+            raise QBTestError("unknown disk %r (known: %s)"
+                              % (dev, ", ".join(sorted(self.disks))))
+
+    def hmp(self, c, line, timeout=CMD_TIMEOUT):
+        """Run an HMP command; return its text. A QMP error raises."""
+        r = c.cmd("human-monitor-command", {"command-line": line},
+                  timeout=timeout)
+        if "return" not in r:
+            raise QBTestError("HMP %r failed: %r" % (line, r.raw))
+        return r["return"]
+
+    def write(self, c, dev, pattern, off, length=REGION):
+        """Write `length` bytes of `pattern` at `off` into disk dev, as the
+        guest would. Raises QBTestError if QEMU reports an error (qemu-io's
+        own output goes to QEMU's stdout, i.e. its log)."""
+        d = self.disk(dev)
+        target = d.drive_id if d.drive else "-d " + d.qdev
+        line = 'qemu-io %s "write -P 0x%02x %s %s"' % (target, pattern, off,
+                                                       length)
+        out = self.hmp(c, line)
+        if "error" in out.lower():
+            raise QBTestError("HMP %r: %r" % (line, out))
+        return True
+
+    def nbd_start(self, c):
+        """Make sure QEMU's NBD server listens on DIR/nbd.sock."""
+        path = self.path("nbd.sock")
+        # nbd-server-start takes the legacy SocketAddress form ("data")
+        # in QEMU 7.2 and 10.0; try the flat form only if that is refused.
+        for addr in ({"type": "unix", "data": {"path": path}},
+                     {"type": "unix", "path": path}):
+            r = c.cmd("nbd-server-start", {"addr": addr},
+                      timeout=CMD_TIMEOUT)
+            if "return" in r or "already" in (r.err_desc or "").lower():
+                return path
+        raise QBTestError("nbd-server-start failed: %r" % r.raw)
+
+    def root_node(self, c, dev):
+        """Node name of the device's current root (top) node."""
+        d = self.disk(dev)
+        r = c.cmd("query-block", timeout=CMD_TIMEOUT)
+        for b in r.get("return", []):
+            if b.get("qdev") == d.qdev or \
+                    (d.drive and b.get("device") == d.drive_id):
+                ins = b.get("inserted")
+                if not ins:
+                    raise QBTestError("device %s has no medium" % dev)
+                return ins["node-name"]
+        raise QBTestError("device %s not in query-block: %r" % (dev, r.raw))
+
+    def exports(self, c):
+        r = c.cmd("query-block-exports", timeout=CMD_TIMEOUT)
+        return [e.get("id") for e in r.get("return", [])]
+
+    def export_add(self, c, node, name="chk"):
+        r = c.cmd("block-export-add", {"type": "nbd", "id": name,
+                                       "node-name": node, "writable": False,
+                                       "name": name}, timeout=CMD_TIMEOUT)
+        if "return" not in r:
+            raise QBTestError("block-export-add %s failed: %r"
+                              % (node, r.raw))
+
+    def export_del(self, c, name="chk"):
+        """Remove an export and wait until QEMU no longer lists it."""
+        deadline = time.monotonic() + CMD_TIMEOUT
+        while True:
+            r = c.cmd("block-export-del", {"id": name}, timeout=CMD_TIMEOUT)
+            if "return" in r or name not in self.exports(c):
+                break
+            if time.monotonic() > deadline:
+                raise QBTestError("block-export-del %s: %r" % (name, r.raw))
+            time.sleep(0.05)
+        if not wait_for(lambda: name not in self.exports(c),
+                        timeout=CMD_TIMEOUT, step=0.02):
+            raise QBTestError("export %s still listed after block-export-del"
+                              % name)
+
+    def nbd_uri(self, name="chk"):
+        return "nbd+unix:///%s?socket=%s" % (name, self.path("nbd.sock"))
+
+    def check_regions(self, c, dev, regions):
+        """Read back what the guest sees on dev. regions: [(pattern, off,
+        length)]; pattern 0 means zeroes (unwritten). Returns a list of
+        (pattern, off, length, what was found) that did not match: empty
+        means all matched."""
+        self.nbd_start(c)
+        node = self.root_node(c, dev)
+        self.export_add(c, node)
+        try:
+            argv = [QEMU_IO, "-r", "-f", "raw", self.nbd_uri()]
+            for pat, off, ln in regions:
+                argv += ["-c", "read -P %d %s %s" % (pat, off, ln)]
+            r = subprocess.run(argv, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=CMD_TIMEOUT)
+            out = r.stdout.decode("utf-8", "replace")
+            bad = []
+            if r.returncode != 0:
+                failed = set()
+                for line in out.splitlines():
+                    if line.startswith("Pattern verification failed at "
+                                       "offset "):
+                        failed.add(int(line.split()[5].rstrip(",")))
+                for pat, off, ln in regions:
+                    if int(off) in failed:
+                        bad.append((pat, off, ln, self._peek(off)))
+                if not bad:     # qemu-io failed for another reason
+                    bad.append((None, None, None, out.strip()))
+            return bad
+        finally:
+            self.export_del(c)
+
+    def _peek(self, off, n=16):
+        """The first n bytes at off on the current export, as hex."""
+        r = subprocess.run([QEMU_IO, "-r", "-f", "raw", self.nbd_uri(),
+                            "-c", "read -v %s %d" % (off, n)],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=CMD_TIMEOUT)
+        out = r.stdout.decode("utf-8", "replace").splitlines()
+        return " ".join(out[:1]) if out else "(no output)"
+
+    def check(self, c, dev, pattern, off, length=REGION):
+        """True if dev reads `pattern` over [off, off+length)."""
+        return not self.check_regions(c, dev, [(pattern, off, length)])
+
+    def expect_data(self, c, dev, regions, text):
+        """One test point: every region of dev reads its pattern."""
+        bad = self.check_regions(c, dev, regions)
+        return ok(not bad, text,
+                  *["%s @%s+%s: expected 0x%02x, found %s"
+                    % (dev, off, ln, pat, found) if pat is not None
+                    else "qemu-io: %s" % found
+                    for pat, off, ln, found in bad])
 
     def dump_logs(self):
         for p in self._procs:
@@ -597,6 +762,17 @@ def drop_timestamps(v):
     return v
 
 
+def drop_qbranch_commands(v):
+    """A query-commands reply without the proxy's own qbranch-* entries,
+    which qbranchd adds to QEMU's list."""
+    if isinstance(v, dict) and isinstance(v.get("return"), list):
+        r = [x for x in v["return"] if not (isinstance(x, dict) and
+             str(x.get("name", "")).startswith("qbranch-"))]
+        v = dict(v)
+        v["return"] = r
+    return v
+
+
 def wait_for(pred, timeout=DEFAULT_TIMEOUT, step=0.02):
     deadline = time.monotonic() + timeout
     while True:
@@ -609,6 +785,580 @@ def wait_for(pred, timeout=DEFAULT_TIMEOUT, step=0.02):
 
 
 # --------------------------------------------------------------------------
+# Disks and the snapshot tree (qbranch-* commands)
+
+
+class Disk:
+    """A guest disk for Env.start_qemu(disks=[...]).
+
+    id        the -device id (vda); write()/check() address the disk by it
+    fmt       "qcow2" or "raw", the format of the base image
+    image     file name in the test directory (default <id>.qcow2 or
+              <id>.img) or an absolute path
+    size      size given to qemu-img create
+    drive     True: legacy -drive if=none,id=<drive_id>; False: -blockdev
+              with node names <id>-file and <id>-fmt
+    create    create the image unless it exists
+    readonly  attach it read-only (qbranch must leave it alone)
+    """
+
+    def __init__(self, id="vda", fmt="qcow2", image=None, size="64M",
+                 drive=False, drive_id=None, create=True, readonly=False):
+        self.id = id
+        self.fmt = fmt
+        self.image = image or "%s.%s" % (id, "qcow2" if fmt == "qcow2"
+                                         else "img")
+        self.size = size
+        self.drive = drive
+        self.drive_id = drive_id or "drive-" + id
+        self.create = create
+        self.readonly = readonly
+        self.path = None
+
+    def attach(self, env, index):
+        self.path = self.image if os.path.isabs(self.image) \
+            else env.path(self.image)
+        if self.create and not os.path.exists(self.path):
+            subprocess.run([QEMU_IMG, "create", "-q", "-f", self.fmt,
+                            self.path, self.size], check=True,
+                           stdin=subprocess.DEVNULL, timeout=CMD_TIMEOUT)
+
+    @property
+    def qdev(self):
+        return "/machine/peripheral/%s/virtio-backend" % self.id
+
+    @property
+    def stem(self):
+        """Image path without its last extension: overlays are
+        <stem>.<snapshot> and <stem>.<snapshot>-<N>."""
+        return os.path.splitext(self.path)[0]
+
+    @property
+    def node(self):
+        """The format node name given on the command line (-blockdev)."""
+        return None if self.drive else "%s-fmt" % self.id
+
+    def args(self):
+        ro = ",read-only=on" if self.readonly else ""
+        if self.drive:
+            return ["-drive", "file=%s,format=%s,if=none,id=%s%s"
+                    % (self.path, self.fmt, self.drive_id, ro),
+                    "-device", "virtio-blk-pci,drive=%s,id=%s"
+                    % (self.drive_id, self.id)]
+        return ["-blockdev", "driver=file,filename=%s,node-name=%s-file%s"
+                % (self.path, self.id, ro),
+                "-blockdev", "driver=%s,file=%s-file,node-name=%s-fmt%s"
+                % (self.fmt, self.id, self.id, ro),
+                "-device", "virtio-blk-pci,drive=%s-fmt,id=%s"
+                % (self.id, self.id)]
+
+
+def pick(obj, keys=("name", "base", "attached", "disks")):
+    """obj restricted to keys (a list of objects: each of them)."""
+    if isinstance(obj, list):
+        return [pick(x, keys) for x in obj]
+    if not isinstance(obj, dict):
+        return obj
+    return {k: obj.get(k) for k in keys}
+
+
+def sha256(path):
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def backing_chain(path):
+    """Files of path's backing chain, path first (qemu-img info -U)."""
+    r = subprocess.run([QEMU_IMG, "info", "-U", "--backing-chain",
+                        "--output=json", path], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=CMD_TIMEOUT)
+    if r.returncode != 0:
+        raise QBTestError("qemu-img info %s: %s"
+                          % (path, r.stderr.decode("utf-8", "replace")))
+    info = json.loads(r.stdout.decode("utf-8"))
+    if isinstance(info, dict):
+        info = [info]
+    return [os.path.realpath(i["filename"]) for i in info]
+
+
+QB_COMMANDS = ["qbranch-snapshot-create", "qbranch-snapshot-revert",
+               "qbranch-branch-switch", "qbranch-snapshot-delete",
+               "qbranch-branch-delete", "qbranch-snapshot-edit",
+               "qbranch-query-snapshots", "qbranch-query-branches",
+               "qbranch-query-disks"]
+
+
+class QBFailed(QBTestError):
+    """A qbranch command that had to succeed failed."""
+
+
+class SnapVM:
+    """A QEMU with disks, a qbranchd with a state directory in front of it,
+    a client of the proxy (self.c), and a model of what the snapshot tree
+    should look like and of what every snapshot and branch should read.
+
+    Guest data is written in REGION-sized blocks at REGION-aligned offsets
+    (write()); the model remembers, per branch and per snapshot, the
+    pattern each written block should read (unwritten: zeroes). The
+    operations (create, revert, switch, delete, ...) call the proxy, raise
+    QBFailed when it answers an error, and update the model from the
+    answer. The check_* methods compare the proxy's answers and the guest
+    data with the model, each as one test point."""
+
+    def __init__(self, env, disks=("vda",), cont=True, proxy_args=(),
+                 state_dir="state", qemu_extra=()):
+        self.env = env
+        self.disk_specs = [d if isinstance(d, Disk) else Disk(d)
+                           for d in disks]
+        self.devs = [d.id for d in self.disk_specs]
+        self.qemu_extra = list(qemu_extra)
+        self.qemu = env.start_qemu(disks=self.disk_specs,
+                                   extra=self.qemu_extra)
+        self.state_dir = env.path(state_dir)
+        self.proxy_args = ["--state-dir", self.state_dir] + list(proxy_args)
+        self.proxy = env.start_proxy(args=self.proxy_args)
+        self.c = self.proxy.client(negotiate=True, timeout=CMD_TIMEOUT)
+        self.originals = {d.id: d.path for d in self.disk_specs}
+        self.orig_hash = {}          # dev -> sha256 once frozen
+        self.frozen_hash = {}        # path -> sha256 when it was frozen
+        self.snaps = {}              # name -> {"parent", "data"}
+        self.branches = {"main": {"base": None, "data": self._empty()}}
+        self.attached = "main"
+        self.offsets = set()
+        if cont:
+            self.ret("cont")
+
+    # -- plumbing ------------------------------------------------------
+    def _empty(self):
+        return {dev: {} for dev in self.devs}
+
+    @staticmethod
+    def _copy(data):
+        return {dev: dict(blocks) for dev, blocks in data.items()}
+
+    def cmd(self, name, args=None, timeout=CMD_TIMEOUT):
+        """Send a command through the proxy; return the reply."""
+        return self.c.cmd(name, args, timeout=timeout)
+
+    def ret(self, name, args=None, timeout=CMD_TIMEOUT):
+        """Send a command that must succeed; return its "return"."""
+        r = self.cmd(name, args, timeout)
+        if "return" not in r:
+            raise QBFailed("%s %s -> %s" % (name, json.dumps(args),
+                                            r.raw.decode("utf-8",
+                                                         "replace").strip()))
+        return r["return"]
+
+    def disk(self, dev=None):
+        return self.env.disk(dev or self.devs[0])
+
+    def status(self):
+        return self.ret("query-status")
+
+    def running(self):
+        return self.status().get("running")
+
+    def restart_proxy(self):
+        """SIGTERM qbranchd and start it again with the same arguments."""
+        self.c.close()
+        self.proxy.stop()
+        self.proxy = self.env.start_proxy(args=self.proxy_args)
+        self.c = self.proxy.client(negotiate=True, timeout=CMD_TIMEOUT)
+
+    # -- guest data ----------------------------------------------------
+    def write(self, pattern, off, dev=None):
+        """Write one REGION of pattern at off (REGION-aligned) on the
+        attached branch."""
+        dev = dev or self.devs[0]
+        assert off % REGION == 0 and pattern != 0
+        self.env.write(self.c, dev, pattern, off, REGION)
+        self.branches[self.attached]["data"][dev][off] = pattern
+        self.offsets.add(off)
+
+    def regions(self, data, dev):
+        return [(data[dev].get(off, 0), off, REGION)
+                for off in sorted(self.offsets | {0})]
+
+    def check_data(self, text, data=None):
+        """The attached branch (or the given expected data) reads as the
+        model says, on every disk: one test point."""
+        if data is None:
+            data = self.branches[self.attached]["data"]
+        bad = []
+        for dev in self.devs:
+            for pat, off, ln, found in self.env.check_regions(
+                    self.c, dev, self.regions(data, dev)):
+                if pat is None:
+                    bad.append("%s: qemu-io: %s" % (dev, found))
+                else:
+                    bad.append("%s @%d (%dM%+dk): expected 0x%02x, "
+                               "found %s" % (dev, off, off // MiB,
+                                             (off % MiB) // 1024, pat,
+                                             found))
+        return ok(not bad, text, *bad)
+
+    # -- operations (raise QBFailed on an error reply) -------------------
+    def create(self, name=None, **kw):
+        args = dict(kw)
+        if name is not None:
+            args["name"] = name
+        before = {dev: self.top_file(dev) for dev in self.devs}
+        snap = self.ret("qbranch-snapshot-create", args)
+        self._created(snap, before)
+        return snap
+
+    def _created(self, snap, before):
+        name = snap["name"]
+        parent = self.current()
+        self.snaps[name] = {"parent": parent, "data": self._copy(
+            self.branches[self.attached]["data"])}
+        self.branches[self.attached]["base"] = name
+        for dev in self.devs:
+            if dev not in self.orig_hash and \
+                    os.path.exists(self.originals[dev]):
+                self.orig_hash[dev] = sha256(self.originals[dev])
+            f = before.get(dev)
+            if f and os.path.exists(f) and f not in self.frozen_hash:
+                self.frozen_hash[f] = sha256(f)
+
+    def revert(self, name, **kw):
+        args = dict(kw)
+        args["name"] = name
+        br = self.ret("qbranch-snapshot-revert", args)
+        self._reverted(name, br, kw.get("discard"))
+        return br
+
+    def _reverted(self, name, br, discard):
+        if discard:
+            del self.branches[self.attached]
+        self.branches[br["name"]] = {"base": name, "data": self._copy(
+            self.snaps[name]["data"])}
+        self.attached = br["name"]
+
+    def switch(self, branch, **kw):
+        args = dict(kw)
+        args["branch"] = branch
+        br = self.ret("qbranch-branch-switch", args)
+        self.attached = branch
+        return br
+
+    def branch_delete(self, branch):
+        r = self.ret("qbranch-branch-delete", {"branch": branch})
+        del self.branches[branch]
+        return r
+
+    def edit(self, name, **kw):
+        args = dict(kw)
+        args["name"] = name
+        snap = self.ret("qbranch-snapshot-edit", args)
+        self._edited(name, kw.get("new-name"))
+        return snap
+
+    def _edited(self, name, new):
+        if new and new != name:
+            self.snaps[new] = self.snaps.pop(name)
+            for s in self.snaps.values():
+                if s["parent"] == name:
+                    s["parent"] = new
+            for b in self.branches.values():
+                if b["base"] == name:
+                    b["base"] = new
+
+    def descendants(self, name):
+        out = []
+        todo = [name]
+        while todo:
+            n = todo.pop()
+            kids = [s for s, v in self.snaps.items() if v["parent"] == n]
+            out += kids
+            todo += kids
+        return out
+
+    def delete(self, name, mode=None):
+        args = {"name": name}
+        if mode is not None:
+            args["mode"] = mode
+        r = self.ret("qbranch-snapshot-delete", args)
+        self._deleted(name, mode)
+        return r
+
+    def _deleted(self, name, mode):
+        mode = mode or "merge"
+        if mode in ("merge", "metadata-only"):
+            parent = self.snaps[name]["parent"]
+            for s in self.snaps.values():
+                if s["parent"] == name:
+                    s["parent"] = parent
+            for b in self.branches.values():
+                if b["base"] == name:
+                    b["base"] = parent
+            del self.snaps[name]
+        else:
+            gone = self.descendants(name)
+            if mode == "children":
+                gone.append(name)
+            for s in gone:
+                del self.snaps[s]
+            for b in [b for b, v in self.branches.items()
+                      if v["base"] in gone]:
+                del self.branches[b]
+
+    def current(self):
+        return self.branches[self.attached]["base"]
+
+    def _absorb(self, name, args, ret, tops):
+        """A command expected to fail succeeded: bring the model along,
+        so that later checks do not fail only because of it."""
+        args = args or {}
+        try:
+            if name == "qbranch-snapshot-create":
+                self._created(ret, tops)
+            elif name == "qbranch-snapshot-revert":
+                self._reverted(args["name"], ret, args.get("discard"))
+            elif name == "qbranch-branch-switch":
+                self.attached = args["branch"]
+            elif name == "qbranch-snapshot-delete":
+                self._deleted(args["name"], args.get("mode"))
+            elif name == "qbranch-branch-delete":
+                self.branches.pop(args["branch"], None)
+            elif name == "qbranch-snapshot-edit":
+                self._edited(args["name"], args.get("new-name"))
+            else:
+                return
+            diag("(the model now follows the unexpected success of %s)"
+                 % name)
+        except Exception as e:
+            diag("could not follow the unexpected success of %s: %r"
+                 % (name, e))
+
+    # -- what the proxy says -------------------------------------------
+    def query_snapshots(self):
+        return self.ret("qbranch-query-snapshots")
+
+    def query_branches(self):
+        return self.ret("qbranch-query-branches")
+
+    def query_disks(self):
+        return self.ret("qbranch-query-disks")
+
+    def chain(self, dev=None):
+        """Files of dev's chain per qbranch-query-disks, top first."""
+        dev = dev or self.devs[0]
+        for d in self.query_disks():
+            if d.get("device") == dev:
+                return [x.get("file") for x in d.get("chain", [])]
+        raise QBTestError("%s not in qbranch-query-disks" % dev)
+
+    def node_of(self, path, dev=None):
+        """Node name of the image path in QEMU: from qbranch-query-disks
+        if it says, else the format node QEMU reports for that file
+        (query-named-block-nodes, flat)."""
+        dev = dev or self.devs[0]
+        for d in self.query_disks():
+            for x in d.get("chain", []):
+                if x.get("file") == path and x.get("node-name"):
+                    return x["node-name"]
+        nodes = self.ret("query-named-block-nodes", {"flat": True})
+        for n in nodes:
+            if n.get("drv") in ("qcow2", "raw") and \
+                    path in (n.get("file"),
+                             n.get("image", {}).get("filename")):
+                return n["node-name"]
+        raise QBTestError("no node for %s" % path)
+
+    def top_file(self, dev):
+        """The attached branch's file for dev, per qbranch-query-branches
+        (None if the proxy cannot say)."""
+        try:
+            for b in self.query_branches():
+                if b.get("attached"):
+                    for d in b.get("disks", []):
+                        if d.get("device") == dev:
+                            return d.get("file")
+        except QBTestError:
+            pass
+        return None
+
+    def state(self):
+        """Everything an error must leave unchanged: the proxy's tree,
+        branches and chains (node names aside), and the image files."""
+        snaps = self.query_snapshots()
+        disks = [{"device": d.get("device"),
+                  "chain": [(x.get("file"), x.get("format"))
+                            for x in d.get("chain", [])]}
+                 for d in self.query_disks()]
+        return {"snapshots": snaps, "branches": self.query_branches(),
+                "disks": disks, "files": sorted(self.image_files())}
+
+    # -- checks (one test point each) ------------------------------------
+    def model_tree(self):
+        snaps = {n: {"parent": v["parent"],
+                     "children": sorted(k for k, w in self.snaps.items()
+                                        if w["parent"] == n)}
+                 for n, v in self.snaps.items()}
+        branches = {n: {"base": v["base"], "attached": n == self.attached}
+                    for n, v in self.branches.items()}
+        return {"snapshots": snaps, "current": self.current(),
+                "branches": branches}
+
+    def proxy_tree(self):
+        q = self.query_snapshots()
+        snaps = {s.get("name"): {"parent": s.get("parent"),
+                                 "children": sorted(s.get("children") or [])}
+                 for s in q.get("snapshots", [])}
+        branches = {b.get("name"): {"base": b.get("base"),
+                                    "attached": b.get("attached")}
+                    for b in self.query_branches()}
+        return {"snapshots": snaps, "current": q.get("current"),
+                "branches": branches}
+
+    def check_tree(self, text):
+        """Snapshots (parents, children), current and branches (base,
+        attached) are as the model says."""
+        return eq(self.proxy_tree(), self.model_tree(), text)
+
+    def check_everything(self, text):
+        """The tree matches the model; every detached branch (switched
+        to) and every snapshot (reverted to, then the temporary branch
+        deleted) reads its own data; back on the branch attached before,
+        which reads its data too. One test point per step."""
+        self.check_tree("%s: tree as expected" % text)
+        home = self.attached
+        for b in sorted(self.branches):
+            if b == home:
+                continue
+            self.switch(b)
+            self.check_data("%s: branch %s reads its data" % (text, b))
+        for s in sorted(self.snaps):
+            br = self.revert(s)
+            self.check_data("%s: snapshot %s reads its data" % (text, s))
+            self.switch(home)
+            self.branch_delete(br["name"])
+        if self.attached != home:
+            self.switch(home)
+        self.check_data("%s: branch %s (attached) reads its data"
+                        % (text, home))
+        self.check_tree("%s: tree unchanged by the checks" % text)
+
+    def image_files(self):
+        """Image files in the disks' directories: <stem>.* of each disk."""
+        out = set()
+        for d in self.disk_specs:
+            dirname, base = os.path.split(d.stem)
+            for f in os.listdir(dirname):
+                p = os.path.join(dirname, f)
+                if f.startswith(base + ".") and os.path.isfile(p) and \
+                        not f.endswith((".log", ".sock")):
+                    out.add(p)
+        return out
+
+    def check_files(self, text):
+        """Every file a snapshot or branch needs (their files and their
+        backing chains) exists; no other image file is left over; the
+        original images exist."""
+        refs = set()
+        for s in self.query_snapshots().get("snapshots", []):
+            refs |= {d.get("file") for d in s.get("disks", [])}
+        for b in self.query_branches():
+            refs |= {d.get("file") for d in b.get("disks", [])}
+        needed = set()
+        missing = set()
+        for f in refs:
+            if not f or not os.path.exists(f):
+                missing.add(f)
+                continue
+            try:
+                needed |= set(backing_chain(f))
+            except QBTestError as e:
+                needed.add(os.path.realpath(f))
+                missing.add("%s (chain: %s)" % (f, str(e).strip()))
+        have = {os.path.realpath(p) for p in self.image_files()}
+        originals = {os.path.realpath(p) for p in self.originals.values()}
+        extra = have - needed - originals
+        missing |= (needed | originals) - have
+        return ok(not extra and not missing, text,
+                  "left over: %s" % sorted(extra),
+                  "missing: %s" % sorted(missing, key=str))
+
+    def file_hashes(self):
+        """sha256 of every image file in the disks' directories."""
+        return {p: sha256(p) for p in sorted(self.image_files())}
+
+    def check_originals(self, text):
+        """The original images exist and are as they were when the first
+        snapshot froze them."""
+        got = {dev: sha256(p) if os.path.exists(p) else None
+               for dev, p in self.originals.items() if dev in self.orig_hash}
+        return eq(got, self.orig_hash, text)
+
+    def check_frozen(self, text):
+        """No frozen image changed since it was frozen."""
+        got = {p: sha256(p) if os.path.exists(p) else None
+               for p in self.frozen_hash}
+        return eq(got, self.frozen_hash, text)
+
+    def expect_error(self, name, args, text, desc_re=None):
+        """name(args) fails with a GenericError (whose desc matches
+        desc_re, if given); the tree, branches, chains, image files and
+        guest data are exactly as before. Three test points."""
+        import re
+        before = self.state()
+        tops = {dev: self.top_file(dev) for dev in self.devs}
+        r = self.cmd(name, args)
+        if "return" in r:
+            self._absorb(name, args, r["return"], tops)
+        good = r.err_class == "GenericError" and bool(r.err_desc)
+        if good and desc_re:
+            good = re.search(desc_re, r.err_desc, re.I) is not None
+        ok(good, "%s: GenericError%s" % (text, " matching /%s/" % desc_re
+                                         if desc_re else ""),
+           "%s %s -> %s" % (name, json.dumps(args),
+                            r.raw.decode("utf-8", "replace").strip()))
+        after = self.state()
+        ok(after == before, "%s: tree, branches, chains and files "
+           "unchanged" % text,
+           *["%s before: %s\n%s  after: %s" % (k, json.dumps(before[k]), k,
+                                              json.dumps(after[k]))
+             for k in before if before[k] != after.get(k)])
+        self.check_data("%s: guest data unchanged" % text)
+        return r
+
+
+def seed001_tree(vm):
+    """Build seed 001's tree on vm's first disk:
+
+        A -> B -> D      branch main grows from D (detached)
+        A -> C -> E      branch A-1 grows from E (attached)
+
+    Every snapshot writes its own pattern at 0 and in a block of its own
+    (A 1M, B 2M, D 3M, C 4M, E 5M); main writes 0x1d at 0 and 6M after D,
+    A-1 writes 0x1e at 0 and 7M after E. So each point reads a different
+    combination, and a wrong merge shows. Frozen images: A vm.qcow2 (the
+    original), B <stem>.A, D <stem>.B, C <stem>.A-1, E <stem>.C; overlays:
+    main <stem>.D, A-1 <stem>.E."""
+    for name, pat, off in (("A", 0xa0, 1), ("B", 0xb0, 2), ("D", 0xd0, 3)):
+        vm.write(pat, 0)
+        vm.write(pat, off * MiB)
+        vm.create(name)
+    vm.write(0x1d, 0)
+    vm.write(0x1d, 6 * MiB)
+    br = vm.revert("A")
+    if br.get("name") != "A-1":
+        raise QBTestError("revert A made branch %r, not A-1" % br.get("name"))
+    for name, pat, off in (("C", 0xc0, 4), ("E", 0xe0, 5)):
+        vm.write(pat, 0)
+        vm.write(pat, off * MiB)
+        vm.create(name)
+    vm.write(0x1e, 0)
+    vm.write(0x1e, 7 * MiB)
+
+
+# --------------------------------------------------------------------------
 # Runner
 
 
@@ -616,9 +1366,13 @@ def _alarm(signum, frame):
     raise HardTimeout("hard timeout of %d s reached" % HARD_TIMEOUT)
 
 
-def run(main):
+def run(main, timeout=None):
     """Run main(env) with a hard timeout, report exceptions as failures,
-    print the plan, dump logs if anything failed, clean up, exit 0."""
+    print the plan, dump logs if anything failed, clean up, exit 0.
+    timeout: this file's hard timeout when QBTEST_TIMEOUT is not set."""
+    global HARD_TIMEOUT
+    if timeout and not os.environ.get("QBTEST_TIMEOUT"):
+        HARD_TIMEOUT = int(timeout)
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(HARD_TIMEOUT)
