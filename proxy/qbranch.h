@@ -442,6 +442,11 @@ struct op {
 	int		 astage;
 	int		 run_after;
 	int		 attach_open;	/* 1: existing overlays */
+	int		 no_reset;	/* the guest has not run yet */
+	int		 chain_after;	/* open what is below after the move */
+	size_t		 late;
+	int		 reconcile;	/* checking the disks on connect */
+	void		(*on_end)(struct op *);
 	int		 tolerate;	/* the next call may fail */
 	void		(*attach_resume)(struct op *, json_t *);
 
@@ -460,6 +465,7 @@ struct snap_state {
 	struct snap_tree	*tree;
 	char			*broken;	/* why the tree is unusable */
 	struct op		*op;		/* the one running */
+	int			 reconciling;	/* clients wait for it */
 };
 extern struct snap_state snap;
 
@@ -471,6 +477,8 @@ int		 snap_op_blocks(const char *);
 void		 snap_op_event(json_t *);
 void		 snap_client_gone(struct client *);
 void		 snap_upstream_ready(void);
+int		 snap_reconciling(void);
+struct op	*op_new_internal(void (*)(struct op *, json_t *));
 struct op	*op_new(struct client *, const char *, size_t,
 		    void (*)(struct op *, json_t *));
 void		 op_done(struct op *, json_t *);

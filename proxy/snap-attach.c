@@ -60,7 +60,7 @@ attach_step(struct op *op, json_t *ret)
 	switch (op->astage) {
 	case 0:
 		/* The image below each new top must be open. */
-		if (op->i < b->ndisks) {
+		if (op->i < b->ndisks && !op->chain_after) {
 			below = op->backings[op->i++];
 			op_open_image(op, below);
 			return;
@@ -117,6 +117,11 @@ attach_step(struct op *op, json_t *ret)
 	case 3:
 		/* The devices run on the new tops: cut them loose. */
 		op_commit(op);
+		if (op->chain_after && op->late < b->ndisks) {
+			below = op->backings[op->late++];
+			op_open_image(op, below);
+			return;
+		}
 		opts_ = json_array();
 		for (i = 0; i < b->ndisks; i++) {
 			op_node_name(op->paths[i], node, sizeof node);
@@ -133,8 +138,11 @@ attach_step(struct op *op, json_t *ret)
 	case 4:
 		op->astage = 5;
 		op->i = 0;
-		op_call(op, "system_reset", NULL);
-		return;
+		if (!op->no_reset) {
+			op_call(op, "system_reset", NULL);
+			return;
+		}
+		/* FALLTHROUGH */
 	case 5:
 		/*
 		 * Close the tops left behind, format node then file node (an

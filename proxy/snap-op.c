@@ -163,6 +163,19 @@ op_new(struct client *c, const char *id, size_t idlen,
 	return op;
 }
 
+/* Starts an operation of the proxy's own, with no client to answer. */
+struct op *
+op_new_internal(void (*step)(struct op *, json_t *))
+{
+	struct op	*op;
+
+	op = xcalloc(1, sizeof *op);
+	op->step = step;
+	op->undo = json_array();
+	snap.op = op;
+	return op;
+}
+
 static void
 disks_free(struct disk_info *d, size_t n)
 {
@@ -185,6 +198,8 @@ op_finish(struct op *op)
 
 	snap.op = NULL;
 	progress_stop(op);
+	if (op->on_end != NULL)
+		op->on_end(op);
 	if (c != NULL) {
 		c->flags &= ~CLIENT_BUSY;
 		client_recheck(c);
@@ -551,25 +566,147 @@ tree_init(struct disk_info *disks, size_t n)
 	}
 }
 
-static void
-ready_cb(json_t *reply, void *arg)
-{
-	struct disk_info	*disks;
-	size_t			 n;
+/*
+ * On every connect to QEMU: a device found on an image below its branch's
+ * overlay (QEMU was started again on its original command line) is put
+ * back on the branch before any client is greeted, so nothing can run the
+ * guest on a frozen image. If the guest ran on it already, the VM is
+ * stopped and snapshot commands are refused until an operator decides.
+ */
+static void	reconcile_step(struct op *, json_t *);
 
-	if (reply == NULL || json_object_get(reply, "return") == NULL)
-		return;
-	disks = disks_parse(json_object_get(reply, "return"), &n);
-	tree_init(disks, n);
-	disks_free(disks, n);
+static void
+reconcile_end(struct op *op)
+{
+	if (op->error != NULL && snap.broken == NULL)
+		xasprintf(&snap.broken, "the VM's disks could not be put back "
+		    "on branch %s: %s", branch_attached(snap.tree) ?
+		    branch_attached(snap.tree)->name : "?", op->error);
+	snap.reconciling = 0;
+	client_upstream_ready();
 }
 
-/* QEMU is connected: an empty tree learns the VM's disks. */
+/* Whether path is in the chain under the image at top. */
+static int
+in_chain(const char *top, const char *path)
+{
+	const struct snap_file	*f;
+
+	while (top != NULL) {
+		if (strcmp(top, path) == 0)
+			return 1;
+		f = snap_tree_image(snap.tree, top);
+		top = f != NULL ? f->backing : NULL;
+	}
+	return 0;
+}
+
+static void
+reconcile_step(struct op *op, json_t *ret)
+{
+	struct branch		*b;
+	struct disk_info	*d;
+	const struct snap_file	*f;
+	size_t			 i, moved = 0;
+
+	switch (op->stage++) {
+	case 0:
+		op_discover(op);
+		return;
+	case 1:
+		if ((b = branch_attached(snap.tree)) == NULL) {
+			op_tree_init(op);
+			op_done(op, json_object());
+			return;
+		}
+		op->npaths = b->ndisks;
+		op->paths = xcalloc(b->ndisks, sizeof *op->paths);
+		op->backings = xcalloc(b->ndisks, sizeof *op->backings);
+		for (i = 0; i < b->ndisks; i++) {
+			f = &b->disks[i];
+			d = op_disk(op, f->device);
+			if (d == NULL) {
+				op_fail(op, "device %s is not in the VM",
+				    f->device);
+				return;
+			}
+			op->paths[i] = xstrdup(f->file);
+			op->backings[i] = xstrdup(f->backing ? f->backing : "");
+			if (strcmp(d->file, f->file) == 0)
+				continue;
+			if (f->backing == NULL || !in_chain(f->backing,
+			    d->file)) {
+				op_fail(op, "device %s runs on %s, which is not "
+				    "under the branch's overlay %s", f->device,
+				    d->file, f->file);
+				return;
+			}
+			moved++;
+		}
+		if (moved == 0) {
+			op_done(op, json_object());
+			return;
+		}
+		if (moved != b->ndisks) {
+			op_fail(op, "only some disks run on their branch");
+			return;
+		}
+		if (strcmp(op->run_state, "prelaunch") != 0) {
+			xasprintf(&snap.broken, "the guest ran on the frozen "
+			    "image %s of branch %s (QEMU was started without "
+			    "-S): the VM is stopped and snapshot commands are "
+			    "refused; restart QEMU with -S, or remove %s/%s to "
+			    "start a new tree", op->disks[0].file, b->name,
+			    opts.state_dir ? opts.state_dir : "(state dir)",
+			    SNAP_TREE_FILE);
+			log_warnx("%s", snap.broken);
+			op_call(op, "stop", NULL);
+			op->stage = 3;
+			return;
+		}
+		log_info("QEMU runs on frozen images: putting the disks back on "
+		    "branch %s", b->name);
+		/*
+		 * The original is the devices' top now and also the bottom of
+		 * the chains to open, and a node that backs another cannot be
+		 * snapshotted: move first, open the chains after.
+		 */
+		op->no_reset = 1;
+		op->chain_after = 1;
+		op_attach(op, 1, 0);
+		return;
+	case 2:
+		log_info("disks back on branch %s",
+		    branch_attached(snap.tree)->name);
+		/* FALLTHROUGH */
+	case 3:
+		op_done(op, json_object());
+		return;
+	}
+}
+
+/* Whether clients must wait for the disks to be checked. */
+int
+snap_reconciling(void)
+{
+	return snap.reconciling;
+}
+
+/* QEMU is connected: check its disks against the tree, then greet. */
 void
 snap_upstream_ready(void)
 {
-	if (snap.tree != NULL && branch_attached(snap.tree) == NULL)
-		upstream_call("query-block", NULL, ready_cb, NULL);
+	struct op	*op;
+
+	if (snap.tree == NULL || snap.op != NULL) {
+		client_upstream_ready();
+		return;
+	}
+	snap.reconciling = 1;
+	op = op_new_internal(reconcile_step);
+	op->reconcile = 1;
+	op->on_end = reconcile_end;
+	reconcile_step(op, NULL);
 }
 
 static void
@@ -591,7 +728,7 @@ discover_done(struct op *op, json_t *ret)
 	json_decref(op->exports);
 	op->exports = json_incref(ret);
 	/* The tree's attached branch must be what QEMU runs. */
-	if ((b = branch_attached(snap.tree)) != NULL) {
+	if ((b = branch_attached(snap.tree)) != NULL && !op->reconcile) {
 		for (i = 0; i < b->ndisks; i++) {
 			d = op_disk(op, b->disks[i].device);
 			if (d == NULL) {

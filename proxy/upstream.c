@@ -55,7 +55,7 @@ static void	upstream_down(const char *);
 int
 upstream_is_ready(void)
 {
-	return up.state == UP_READY;
+	return up.state == UP_READY && !snap_reconciling();
 }
 
 /* QEMU's greeting, as it sent it. */
@@ -532,7 +532,6 @@ upstream_handle(const struct qmp_msg *msg)
 		up.backoff_ms = UP_BACKOFF_MIN_MS;
 		evtimer_del(up.timer);
 		log_info("connected to QEMU at %s", up.path);
-		client_upstream_ready();
 		snap_upstream_ready();
 		return;
 	case UP_READY:
