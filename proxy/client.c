@@ -74,6 +74,8 @@ client_upstream_ready(void)
 {
 	struct client	*c;
 
+	if (!upstream_is_ready())
+		return;
 	TAILQ_FOREACH(c, &clients, entry) {
 		if (c->state == CLIENT_WAITING && !(c->flags & CLIENT_CLOSING))
 			client_greet(c);

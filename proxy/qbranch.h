@@ -466,6 +466,7 @@ struct snap_state {
 	char			*broken;	/* why the tree is unusable */
 	struct op		*op;		/* the one running */
 	int			 reconciling;	/* clients wait for it */
+	int			 broken_by_vm;	/* not by the tree file */
 };
 extern struct snap_state snap;
 

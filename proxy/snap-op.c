@@ -578,11 +578,15 @@ static void	reconcile_step(struct op *, json_t *);
 static void
 reconcile_end(struct op *op)
 {
-	if (op->error != NULL && snap.broken == NULL)
+	snap.reconciling = 0;
+	if (!upstream_is_ready())
+		return;		/* QEMU went away: checked again next time */
+	if (op->error != NULL && snap.broken == NULL) {
 		xasprintf(&snap.broken, "the VM's disks could not be put back "
 		    "on branch %s: %s", branch_attached(snap.tree) ?
 		    branch_attached(snap.tree)->name : "?", op->error);
-	snap.reconciling = 0;
+		snap.broken_by_vm = 1;
+	}
 	client_upstream_ready();
 }
 
@@ -660,6 +664,7 @@ reconcile_step(struct op *op, json_t *ret)
 			    opts.state_dir ? opts.state_dir : "(state dir)",
 			    SNAP_TREE_FILE);
 			log_warnx("%s", snap.broken);
+			snap.broken_by_vm = 1;
 			op_call(op, "stop", NULL);
 			op->stage = 3;
 			return;
@@ -698,6 +703,12 @@ snap_upstream_ready(void)
 {
 	struct op	*op;
 
+	if (snap.broken_by_vm) {
+		/* A new QEMU: what was wrong with the last one is checked anew. */
+		free(snap.broken);
+		snap.broken = NULL;
+		snap.broken_by_vm = 0;
+	}
 	if (snap.tree == NULL || snap.op != NULL) {
 		client_upstream_ready();
 		return;

@@ -138,6 +138,7 @@ def main(env):
                         for d in progress),
        "the merge reported QBRANCH_PROGRESS events (operation, current, "
        "total)", "events seen: %r" % [e.get("event") for e in vm.c.events])
+    qbtest.diag("second operation's reply: %s" % r2.raw.decode().strip())
     ok(r2.err_class == "GenericError",
        "a second operation while one runs is refused",
        "reply: %r" % r2.raw)

@@ -165,6 +165,21 @@ def main(env):
        "default-named snapshots chain on the current snapshot")
     vm.check_data("data unchanged by creating snapshots")
 
+    # ---- overlay files named by the caller (in the disk's own directory) --
+    br = vm.revert("s1", branch="named",
+                   disks=[{"device": "vda", "file": stem + ".custom"}])
+    eq(pick(br, ("name", "disks")),
+       {"name": "named", "disks": [{"device": "vda",
+                                    "file": stem + ".custom"}]},
+       "revert with disks[].file: the branch runs on the named file")
+    eq(vm.chain(), [stem + ".custom", img], "chain: vm.custom -> vm.qcow2")
+    vm.check_data("the named overlay reads s1's data")
+    vm.write(0x5c, 5 * MiB)
+    s = vm.create("s4", disks=[{"device": "vda", "file": stem + ".mine"}])
+    eq(s.get("disks"), [{"device": "vda", "file": stem + ".custom"}],
+       "create with disks[].file: s4 froze vm.custom")
+    eq(vm.chain()[0], stem + ".mine", "and the device runs on vm.mine")
+
     # ---- every snapshot and branch still reads its own data ---------------
     vm.check_everything("end")
     vm.check_frozen("no frozen image changed after it was frozen")

@@ -62,11 +62,14 @@ def raw_blockdev(env):
 
 
 def legacy_drive(env):
+    # Never started (-S, no cont): prelaunch.
     vm = SnapVM(env, disks=[Disk("vda", drive=True),
-                            Disk("vdb", fmt="raw", drive=True)])
+                            Disk("vdb", fmt="raw", drive=True)], cont=False)
     vm.write(0x11, 0, "vda")
     vm.write(0x12, 0, "vdb")
     s1 = vm.create("s1")
+    eq(s1.get("vm-state"), "prelaunch", "-drive: s1 taken in prelaunch")
+    eq(vm.running(), False, "-drive: create leaves a prelaunch VM stopped")
     eq(sorted((d["device"], d["file"]) for d in s1.get("disks", [])),
        [("vda", env.path("vda.qcow2")), ("vdb", env.path("vdb.img"))],
        "-drive: s1 froze both drives' images")
@@ -76,7 +79,10 @@ def legacy_drive(env):
     vm.write(0x31, 0, "vda")
     vm.write(0x32, 2 * MiB, "vdb")
     vm.revert("s1")
+    eq(vm.running(), False, "-drive: revert of a stopped VM leaves it "
+       "stopped")
     vm.check_data("-drive: revert s1 on both drives")
+    vm.ret("cont")
     vm.write(0x41, 3 * MiB, "vda")
     vm.switch("main")
     vm.check_data("-drive: switch main on both drives")

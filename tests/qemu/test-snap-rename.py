@@ -3,10 +3,8 @@
 # tree; parents, children and branch bases follow; the new name works for
 # revert and delete, the old one is unknown; data is untouched.
 
-import os
-
 import qbtest
-from qbtest import ok, eq, Disk, SnapVM
+from qbtest import eq, Disk, SnapVM
 
 
 def main(env):
