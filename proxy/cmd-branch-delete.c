@@ -4,6 +4,7 @@
  * The attached branch cannot be deleted.
  */
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "qbranch.h"
 
@@ -43,8 +44,8 @@ static void
 branch_delete_step(struct op *op, json_t *ret)
 {
 	struct branch	*b;
+	json_t		*files, *f;
 	const char	*name;
-	char		*cause = NULL;
 	size_t		 i;
 
 	switch (op->stage++) {
@@ -69,13 +70,30 @@ branch_delete_step(struct op *op, json_t *ret)
 				return;
 			}
 		}
-		snap_branch_discard(b);
-		if (snap_save(&cause) == -1) {
-			op_fail(op, "branch %s was deleted, but %s", name,
-			    cause);
-			free(cause);
+		/* The tree first; the files once the new tree is written. */
+		files = json_array();
+		for (i = 0; i < b->ndisks; i++) {
+			if (b->disks[i].owned)
+				json_array_append_new(files,
+				    json_string(b->disks[i].file));
+		}
+		op_tree_begin(op);
+		branch_remove(snap.tree, b);
+		if (op_tree_prepare(op) == -1) {
+			json_decref(files);
 			return;
 		}
+		op_commit(op);
+		if (op->commit_error != NULL) {
+			json_decref(files);
+			op_fail(op, "%s", op->commit_error);
+			return;
+		}
+		json_array_foreach(files, i, f) {
+			if (unlink(json_string_value(f)) == -1)
+				log_warn("unlink %s", json_string_value(f));
+		}
+		json_decref(files);
 		log_info("branch %s deleted", name);
 		op_done(op, json_object());
 		return;

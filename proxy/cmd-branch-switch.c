@@ -67,10 +67,9 @@ switch_step(struct op *op, json_t *ret)
 		}
 		old = branch_attached(snap.tree);
 		op->subject = b;
-		op->npaths = old->ndisks;
-		op->paths = xcalloc(old->ndisks, sizeof *op->paths);
-		op->backings = xcalloc(old->ndisks, sizeof *op->backings);
+		op_paths_alloc(op, old->ndisks);
 		for (i = 0; i < old->ndisks; i++) {
+			op->devs[i] = xstrdup(old->disks[i].device);
 			f = snap_file_find(b->disks, b->ndisks,
 			    old->disks[i].device);
 			if (f == NULL || f->backing == NULL) {
@@ -82,15 +81,19 @@ switch_step(struct op *op, json_t *ret)
 			op->backings[i] = xstrdup(f->backing);
 		}
 		cmd_run_state(op->args, &run, op->was_running, &cause);
+		/* The tree first (a full state directory stops us here). */
+		op_tree_begin(op);
+		old->attached = 0;
+		b->attached = 1;
+		if (op_tree_prepare(op) == -1)
+			return;
 		op_attach(op, 1, run);
 		return;
 	case 2:
 		b = op->subject;
-		branch_attached(snap.tree)->attached = 0;
-		b->attached = 1;
-		if (snap_save(&cause) == -1) {
-			op_fail(op, "switched to %s, but %s", b->name, cause);
-			free(cause);
+		if (op->commit_error != NULL) {
+			op_fail(op, "switched to %s, but %s", b->name,
+			    op->commit_error);
 			return;
 		}
 		log_info("switched to branch %s", b->name);

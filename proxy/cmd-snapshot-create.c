@@ -72,9 +72,9 @@ create_paths(struct op *op, struct branch *b)
 			return -1;
 		}
 	}
-	op->npaths = b->ndisks;
-	op->paths = xcalloc(b->ndisks, sizeof *op->paths);
+	op_paths_alloc(op, b->ndisks);
 	for (i = 0; i < b->ndisks; i++) {
+		op->devs[i] = xstrdup(b->disks[i].device);
 		file = NULL;
 		json_array_foreach(disks, k, d) {
 			if (strcmp(json_string_value(json_object_get(d,
@@ -102,6 +102,37 @@ create_paths(struct op *op, struct branch *b)
 	return 0;
 }
 
+/* The snapshot in the model: the attached branch's overlays freeze. */
+static struct snapshot *
+create_apply(struct op *op, struct branch *b)
+{
+	struct snapshot	*s;
+	const char	*desc;
+	size_t		 i;
+
+	s = snap_add(snap.tree, op->name, b->base);
+	s->created = time(NULL);
+	free(s->vm_state);
+	s->vm_state = xstrdup(op->run_state);
+	if ((desc = json_string_value(json_object_get(op->args,
+	    "description"))) != NULL) {
+		free(s->description);
+		s->description = xstrdup(desc);
+	}
+	snap_files_set(&s->disks, &s->ndisks, b->disks, b->ndisks);
+	for (i = 0; i < b->ndisks; i++) {
+		free(b->disks[i].backing);
+		b->disks[i].backing = xstrdup(b->disks[i].file);
+		free(b->disks[i].file);
+		b->disks[i].file = xstrdup(op->paths[i]);
+		free(b->disks[i].format);
+		b->disks[i].format = xstrdup("qcow2");
+		b->disks[i].owned = 1;
+	}
+	b->base = s;
+	return s;
+}
+
 static void
 create_step(struct op *op, json_t *ret)
 {
@@ -109,7 +140,7 @@ create_step(struct op *op, json_t *ret)
 	struct snapshot		*s;
 	struct disk_info	*d;
 	json_t			*actions;
-	char			 node[40], *cause = NULL;
+	char			 node[40];
 	size_t			 i;
 	const char		*name;
 
@@ -156,7 +187,7 @@ create_step(struct op *op, json_t *ret)
 			    d->size);
 			return;
 		}
-		/* All overlays are ready: switch every disk at once. */
+		/* All overlays are ready: the tree first, then QEMU. */
 		actions = json_array();
 		for (i = 0; i < b->ndisks; i++) {
 			d = op_disk(op, b->disks[i].device);
@@ -165,38 +196,24 @@ create_step(struct op *op, json_t *ret)
 			    "s:s}}", "type", "blockdev-snapshot", "data",
 			    "node", d->node, "overlay", node));
 		}
+		op_tree_begin(op);
+		s = create_apply(op, b);
+		op->subject = s;
+		if (op_tree_prepare(op) == -1) {
+			json_decref(actions);
+			return;
+		}
 		op->stage = 3;
 		op_call(op, "transaction", json_pack("{s:o}", "actions",
 		    actions));
 		return;
 	case 3:
-		/* QEMU runs on the new overlays: now the tree follows. */
+		/* QEMU runs on the new overlays: the tree file follows. */
 		op_commit(op);
-		b = branch_attached(snap.tree);
-		s = snap_add(snap.tree, op->name, b->base);
-		s->created = time(NULL);
-		free(s->vm_state);
-		s->vm_state = xstrdup(op->run_state);
-		if ((name = json_string_value(json_object_get(op->args,
-		    "description"))) != NULL) {
-			free(s->description);
-			s->description = xstrdup(name);
-		}
-		snap_files_set(&s->disks, &s->ndisks, b->disks, b->ndisks);
-		for (i = 0; i < b->ndisks; i++) {
-			free(b->disks[i].backing);
-			b->disks[i].backing = xstrdup(b->disks[i].file);
-			free(b->disks[i].file);
-			b->disks[i].file = xstrdup(op->paths[i]);
-			free(b->disks[i].format);
-			b->disks[i].format = xstrdup("qcow2");
-			b->disks[i].owned = 1;
-		}
-		b->base = s;
-		if (snap_save(&cause) == -1) {
+		s = op->subject;
+		if (op->commit_error != NULL) {
 			op_fail(op, "snapshot %s was taken, but %s", op->name,
-			    cause);
-			free(cause);
+			    op->commit_error);
 			return;
 		}
 		log_info("snapshot %s created", op->name);

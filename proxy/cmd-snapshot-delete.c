@@ -221,6 +221,8 @@ delete_step(struct op *op, json_t *ret)
 		}
 		op->subject = s;
 		op->name = xstrdup(name);
+		if (op_tree_preflight(op) == -1)
+			return;
 		switch (op->flag) {
 		case DELETE_METADATA:
 			/* Images others sit on stay known, as unnamed bases. */

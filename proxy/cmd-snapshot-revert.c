@@ -110,10 +110,9 @@ revert_names(struct op *op, struct snapshot *s, struct branch *b)
 		op_fail(op, "a branch named %s exists already", bname);
 		return -1;
 	}
-	op->npaths = b->ndisks;
-	op->paths = xcalloc(b->ndisks, sizeof *op->paths);
-	op->backings = xcalloc(b->ndisks, sizeof *op->backings);
+	op_paths_alloc(op, b->ndisks);
 	for (i = 0; i < b->ndisks; i++) {
+		op->devs[i] = xstrdup(b->disks[i].device);
 		if ((f = snap_file_find(s->disks, s->ndisks,
 		    b->disks[i].device)) == NULL) {
 			op_fail(op, "snapshot %s has no image of %s", s->name,
@@ -160,25 +159,44 @@ revert_names(struct op *op, struct snapshot *s, struct branch *b)
 	return 0;
 }
 
-/* Forgets a detached branch and removes the overlays qbranch made. */
-void
-snap_branch_discard(struct branch *b)
+/* The new branch in the model; a discarded one leaves it (files later). */
+static struct branch *
+revert_apply(struct op *op, struct snapshot *s)
 {
-	size_t	i;
+	struct branch	*old, *nb;
+	size_t		 i;
 
-	for (i = 0; i < b->ndisks; i++) {
-		if (b->disks[i].owned && unlink(b->disks[i].file) == -1)
-			log_warn("branch %s: unlink %s", b->name,
-			    b->disks[i].file);
+	old = branch_attached(snap.tree);
+	old->attached = 0;
+	nb = branch_add(snap.tree, op->name, s);
+	nb->attached = 1;
+	nb->ndisks = op->npaths;
+	nb->disks = xcalloc(op->npaths, sizeof *nb->disks);
+	for (i = 0; i < op->npaths; i++) {
+		nb->disks[i].device = xstrdup(op->devs[i]);
+		nb->disks[i].file = xstrdup(op->paths[i]);
+		nb->disks[i].format = xstrdup("qcow2");
+		nb->disks[i].backing = xstrdup(op->backings[i]);
+		nb->disks[i].owned = 1;
 	}
-	branch_remove(snap.tree, b);
+	op->result = json_array();
+	if (json_is_true(json_object_get(op->args, "discard"))) {
+		for (i = 0; i < old->ndisks; i++) {
+			if (old->disks[i].owned)
+				json_array_append_new(op->result,
+				    json_string(old->disks[i].file));
+		}
+		branch_remove(snap.tree, old);
+	}
+	return nb;
 }
 
 static void
 revert_step(struct op *op, json_t *ret)
 {
 	struct snapshot	*s;
-	struct branch	*old, *nb;
+	struct branch	*nb;
+	json_t		*f_;
 	size_t		 i;
 	int		 run;
 	char		*cause = NULL;
@@ -199,28 +217,24 @@ revert_step(struct op *op, json_t *ret)
 		if (revert_names(op, s, branch_attached(snap.tree)) == -1)
 			return;
 		cmd_run_state(op->args, &run, op->was_running, &cause);
+		/* The tree first (a full state directory stops us here). */
+		op_tree_begin(op);
+		op->subject2 = revert_apply(op, s);
+		if (op_tree_prepare(op) == -1)
+			return;
 		op_attach(op, 0, run);
 		return;
 	case 2:
-		s = op->subject;
-		old = branch_attached(snap.tree);
-		old->attached = 0;
-		nb = branch_add(snap.tree, op->name, s);
-		nb->attached = 1;
-		nb->ndisks = old->ndisks;
-		nb->disks = xcalloc(old->ndisks, sizeof *nb->disks);
-		for (i = 0; i < old->ndisks; i++) {
-			nb->disks[i].device = xstrdup(old->disks[i].device);
-			nb->disks[i].file = xstrdup(op->paths[i]);
-			nb->disks[i].format = xstrdup("qcow2");
-			nb->disks[i].backing = xstrdup(op->backings[i]);
-			nb->disks[i].owned = 1;
+		/* The discarded branch's overlays go once QEMU has left them. */
+		json_array_foreach(op->result, i, f_) {
+			if (unlink(json_string_value(f_)) == -1)
+				log_warn("unlink %s", json_string_value(f_));
 		}
-		if (json_is_true(json_object_get(op->args, "discard")))
-			snap_branch_discard(old);
-		if (snap_save(&cause) == -1) {
-			op_fail(op, "reverted to %s, but %s", s->name, cause);
-			free(cause);
+		s = op->subject;
+		nb = op->subject2;
+		if (op->commit_error != NULL) {
+			op_fail(op, "reverted to %s, but %s", s->name,
+			    op->commit_error);
 			return;
 		}
 		log_info("reverted to %s on branch %s", s->name, nb->name);

@@ -203,6 +203,10 @@ char			*snap_stem(const char *);
 /* snap-store.c: atomic files in the state directory. */
 int			 store_write(const char *, const char *, json_t *,
 			    char **);
+int			 store_prepare(const char *, const char *, json_t *,
+			    char **);
+int			 store_commit(const char *, const char *, char **);
+void			 store_abort(const char *, const char *);
 json_t			*store_read(const char *, const char *, char **);
 
 /*
@@ -367,7 +371,6 @@ struct arg_spec {
 int		 cmd_check_args(json_t *, const struct arg_spec *, char **);
 const char	*cmd_list_json(void);
 int		 cmd_run_state(json_t *, int *, int, char **);
-void		 snap_branch_discard(struct branch *);
 int		 cmd_query_check(struct client *, json_t *, const char *,
 		    size_t);
 void		 cmd_reply(struct client *, json_t *, const char *, size_t);
@@ -407,6 +410,9 @@ struct op {
 	int		 undoing;
 	char		*error;
 	json_t		*undo;		/* what to do to take it back */
+	json_t		*tree_backup;	/* the model before the change */
+	int		 tree_prepared;	/* the new tree file is written */
+	char		*commit_error;	/* the tree file could not replace */
 	json_t		*result;
 
 	/* discovery */
@@ -453,6 +459,7 @@ struct op {
 	/* per-operation scratch */
 	char		**paths;	/* new image per disk */
 	char		**backings;	/* what a new one goes over */
+	char		**devs;		/* the device of each */
 	size_t		 npaths;
 	void		*subject;	/* the snapshot or branch at hand */
 	void		*subject2;
@@ -490,6 +497,10 @@ void		 op_job(struct op *, const char *, json_t *);
 void		 op_undo_call(struct op *, const char *, json_t *);
 void		 op_undo_unlink(struct op *, const char *);
 void		 op_commit(struct op *);
+void		 op_tree_begin(struct op *);
+void		 op_paths_alloc(struct op *, size_t);
+int		 op_tree_prepare(struct op *);
+int		 op_tree_preflight(struct op *);
 void		 op_discover(struct op *);
 void		 op_tree_init(struct op *);
 void		 op_node_name(const char *, char *, size_t);

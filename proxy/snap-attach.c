@@ -17,20 +17,19 @@
 static void	attach_step(struct op *, json_t *);
 
 /*
- * Starts the move: op->paths[i] is the new top for the attached branch's
- * disk i, made over op->backings[i] (open_existing 0) or a detached
+ * Starts the move: op->paths[i] is the new top for device op->devs[i],
+ * made over op->backings[i] (open_existing 0) or a detached
  * branch's overlay that sits on it (1). run says the state wanted at the
  * end (1 running, 0 paused).
  */
 void
 op_attach(struct op *op, int open_existing, int run)
 {
-	struct branch		*b = branch_attached(snap.tree);
 	struct disk_info	*d;
 	size_t			 i;
 
-	for (i = 0; i < b->ndisks; i++) {
-		d = op_disk(op, b->disks[i].device);
+	for (i = 0; i < op->npaths; i++) {
+		d = op_disk(op, op->devs[i]);
 		if (op_node_exported(op, d->node)) {
 			op_fail(op, "an export holds %s, the node of %s that "
 			    "must close: remove the export first (see "
@@ -50,7 +49,6 @@ op_attach(struct op *op, int open_existing, int run)
 static void
 attach_step(struct op *op, json_t *ret)
 {
-	struct branch		*b = branch_attached(snap.tree);
 	struct disk_info	*d;
 	const char		*below;
 	json_t			*actions, *opts_;
@@ -60,7 +58,7 @@ attach_step(struct op *op, json_t *ret)
 	switch (op->astage) {
 	case 0:
 		/* The image below each new top must be open. */
-		if (op->i < b->ndisks && !op->chain_after) {
+		if (op->i < op->npaths && !op->chain_after) {
 			below = op->backings[op->i++];
 			op_open_image(op, below);
 			return;
@@ -69,9 +67,9 @@ attach_step(struct op *op, json_t *ret)
 		op->i = 0;
 		/* FALLTHROUGH */
 	case 1:
-		if (op->i < b->ndisks) {
+		if (op->i < op->npaths) {
 			i = op->i++;
-			d = op_disk(op, b->disks[i].device);
+			d = op_disk(op, op->devs[i]);
 			if (!op->attach_open) {
 				op_make_overlay(op, op->paths[i],
 				    op->backings[i], op_backing_format(op, i),
@@ -103,8 +101,8 @@ attach_step(struct op *op, json_t *ret)
 		/* FALLTHROUGH */
 	case 2:
 		actions = json_array();
-		for (i = 0; i < b->ndisks; i++) {
-			d = op_disk(op, b->disks[i].device);
+		for (i = 0; i < op->npaths; i++) {
+			d = op_disk(op, op->devs[i]);
 			op_node_name(op->paths[i], node, sizeof node);
 			json_array_append_new(actions, json_pack("{s:s, s:{s:s, "
 			    "s:s}}", "type", "blockdev-snapshot", "data", "node",
@@ -117,13 +115,13 @@ attach_step(struct op *op, json_t *ret)
 	case 3:
 		/* The devices run on the new tops: cut them loose. */
 		op_commit(op);
-		if (op->chain_after && op->late < b->ndisks) {
+		if (op->chain_after && op->late < op->npaths) {
 			below = op->backings[op->late++];
 			op_open_image(op, below);
 			return;
 		}
 		opts_ = json_array();
-		for (i = 0; i < b->ndisks; i++) {
+		for (i = 0; i < op->npaths; i++) {
 			op_node_name(op->paths[i], node, sizeof node);
 			op_file_node_name(op->paths[i], fnode, sizeof fnode);
 			json_array_append_new(opts_, json_pack("{s:s, s:s, s:s, "
@@ -149,8 +147,8 @@ attach_step(struct op *op, json_t *ret)
 		 * inline file node goes with its parent: that del may fail).
 		 * Originals stay as they are.
 		 */
-		while (op->i < 2 * b->ndisks) {
-			d = op_disk(op, b->disks[op->i / 2].device);
+		while (op->i < 2 * op->npaths) {
+			d = op_disk(op, op->devs[op->i / 2]);
 			i = op->i++;
 			if (strncmp(d->node, "qb", 2) != 0)
 				continue;

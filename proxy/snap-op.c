@@ -26,6 +26,7 @@ static void	op_reply_cb(json_t *, void *);
 static void	op_undo_next(struct op *, json_t *);
 static void	op_finish(struct op *);
 static void	progress_stop(struct op *);
+static void	op_tree_rollback(struct op *);
 
 /* Loads the tree from the state directory at start-up. */
 void
@@ -211,6 +212,8 @@ op_finish(struct op *op)
 	json_decref(op->undo);
 	json_decref(op->result);
 	json_decref(op->opening);
+	json_decref(op->tree_backup);
+	free(op->commit_error);
 	free(op->run_state);
 	free(op->error);
 	free(op->job_error);
@@ -222,9 +225,12 @@ op_finish(struct op *op)
 		free(op->paths[i]);
 		if (op->backings != NULL)
 			free(op->backings[i]);
+		if (op->devs != NULL)
+			free(op->devs[i]);
 	}
 	free(op->paths);
 	free(op->backings);
+	free(op->devs);
 	free(op);
 }
 
@@ -261,6 +267,7 @@ op_fail(struct op *op, const char *fmt, ...)
 		log_warnx("snapshot operation failed: %s", op->error);
 	}
 	op->undoing = 1;
+	op_tree_rollback(op);
 	op_undo_next(op, NULL);
 }
 
@@ -293,6 +300,97 @@ op_undo_next(struct op *op, json_t *ret)
 	json_decref(u);
 }
 
+/*
+ * The tree changes in two phases around QEMU's irreversible step. Before
+ * it, op_tree_begin() keeps a copy, the model is changed, and
+ * op_tree_prepare() writes it to a prepared file: a full or read-only state
+ * directory fails there, while nothing has changed yet. op_commit() then
+ * puts the file in place; a failure before that brings the model back.
+ */
+void
+op_tree_begin(struct op *op)
+{
+	json_decref(op->tree_backup);
+	op->tree_backup = snap_tree_to_json(snap.tree);
+}
+
+int
+op_tree_prepare(struct op *op)
+{
+	json_t	*v;
+	char	*cause = NULL;
+	int	 ret = 0;
+
+	if (opts.state_dir == NULL) {
+		op->tree_prepared = 1;
+		return 0;
+	}
+	v = snap_tree_to_json(snap.tree);
+	if (store_prepare(opts.state_dir, SNAP_TREE_FILE, v, &cause) == -1) {
+		op_fail(op, "%s; nothing was changed", cause);
+		free(cause);
+		ret = -1;
+	} else
+		op->tree_prepared = 1;
+	json_decref(v);
+	return ret;
+}
+
+/*
+ * For operations whose new tree is known only at their end: checks that
+ * the state directory takes a tree file now, before anything changes.
+ */
+int
+op_tree_preflight(struct op *op)
+{
+	json_t	*v;
+	char	*cause = NULL;
+	int	 ret = 0;
+
+	if (opts.state_dir == NULL)
+		return 0;
+	v = snap_tree_to_json(snap.tree);
+	if (store_prepare(opts.state_dir, SNAP_TREE_FILE, v, &cause) == -1) {
+		op_fail(op, "%s; nothing was changed", cause);
+		free(cause);
+		ret = -1;
+	} else
+		store_abort(opts.state_dir, SNAP_TREE_FILE);
+	json_decref(v);
+	return ret;
+}
+
+/* Brings the model back to what it was at op_tree_begin(). */
+static void
+op_tree_rollback(struct op *op)
+{
+	struct snap_tree	*t;
+	char			*cause = NULL;
+
+	if (op->tree_backup == NULL)
+		return;
+	t = snap_tree_from_json(op->tree_backup, &cause);
+	if (t == NULL)
+		fatalx("tree copy unreadable: %s", cause);
+	snap_tree_free(snap.tree);
+	snap.tree = t;
+	if (op->tree_prepared && opts.state_dir != NULL)
+		store_abort(opts.state_dir, SNAP_TREE_FILE);
+	op->tree_prepared = 0;
+	json_decref(op->tree_backup);
+	op->tree_backup = NULL;
+}
+
+/* Makes room for n new images: paths, backings and devices. */
+void
+op_paths_alloc(struct op *op, size_t n)
+{
+	op->npaths = n;
+	op->paths = xcalloc(n, sizeof *op->paths);
+	op->backings = xcalloc(n, sizeof *op->backings);
+	op->devs = xcalloc(n, sizeof *op->devs);
+}
+
 /* Records a QMP command that undoes what was just done (args stolen). */
 void
 op_undo_call(struct op *op, const char *execute, json_t *args)
@@ -308,11 +406,29 @@ op_undo_unlink(struct op *op, const char *path)
 	json_array_append_new(op->undo, json_pack("{s:s}", "unlink", path));
 }
 
-/* The changes so far are final: nothing will be undone any more. */
+/*
+ * QEMU has changed for good: nothing will be undone any more, and the
+ * prepared tree file takes the place of the old one.
+ */
 void
 op_commit(struct op *op)
 {
+	char	*cause = NULL;
+
 	json_array_clear(op->undo);
+	if (op->tree_prepared) {
+		op->tree_prepared = 0;
+		json_decref(op->tree_backup);
+		op->tree_backup = NULL;
+		if (opts.state_dir != NULL && store_commit(opts.state_dir,
+		    SNAP_TREE_FILE, &cause) == -1) {
+			log_warnx("%s", cause);
+			if (op->error == NULL)
+				op->commit_error = cause;
+			else
+				free(cause);
+		}
+	}
 }
 
 /* Sends a command; the step continues with its "return" (args stolen). */
@@ -623,11 +739,10 @@ reconcile_step(struct op *op, json_t *ret)
 			op_done(op, json_object());
 			return;
 		}
-		op->npaths = b->ndisks;
-		op->paths = xcalloc(b->ndisks, sizeof *op->paths);
-		op->backings = xcalloc(b->ndisks, sizeof *op->backings);
+		op_paths_alloc(op, b->ndisks);
 		for (i = 0; i < b->ndisks; i++) {
 			f = &b->disks[i];
+			op->devs[i] = xstrdup(f->device);
 			d = op_disk(op, f->device);
 			if (d == NULL) {
 				op_fail(op, "device %s is not in the VM",

@@ -12,20 +12,24 @@
 
 #include "qbranch.h"
 
-/* Writes value as dir/name atomically. Returns -1 with *cause on failure. */
+/*
+ * First half of an atomic write: value goes into a temporary file beside
+ * dir/name, synced. The old file is untouched until store_commit(); a full
+ * or read-only disk shows here, before anything else changes.
+ */
 int
-store_write(const char *dir, const char *name, json_t *value, char **cause)
+store_prepare(const char *dir, const char *name, json_t *value,
+    char **cause)
 {
-	char	*path = NULL, *tmp = NULL, *text;
+	char	*tmp = NULL, *text;
 	size_t	 len, off = 0;
 	ssize_t	 n;
-	int	 fd = -1, dfd = -1, ret = -1;
+	int	 fd = -1, ret = -1;
 
 	text = json_dumps(value, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
 	if (text == NULL)
 		fatalx("json_dumps");
 	len = strlen(text);
-	xasprintf(&path, "%s/%s", dir, name);
 	xasprintf(&tmp, "%s/.%s.tmp", dir, name);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd == -1)
@@ -42,26 +46,60 @@ store_write(const char *dir, const char *name, json_t *value, char **cause)
 		fd = -1;
 		goto fail;
 	}
-	fd = -1;
-	if (rename(tmp, path) == -1)
-		goto fail;
-	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 ||
-	    fsync(dfd) == -1)
-		goto fail;
 	ret = 0;
 	goto out;
 fail:
-	xasprintf(cause, "cannot write %s: %s", path, strerror(errno));
+	xasprintf(cause, "cannot write %s: %s", tmp, strerror(errno));
 	if (fd != -1)
 		close(fd);
 	unlink(tmp);
 out:
+	free(text);
+	free(tmp);
+	return ret;
+}
+
+/* Drops a prepared write. */
+void
+store_abort(const char *dir, const char *name)
+{
+	char	*tmp;
+
+	xasprintf(&tmp, "%s/.%s.tmp", dir, name);
+	unlink(tmp);
+	free(tmp);
+}
+
+/* Second half: the prepared file replaces dir/name, durably. */
+int
+store_commit(const char *dir, const char *name, char **cause)
+{
+	char	*path, *tmp;
+	int	 dfd = -1, ret = -1;
+
+	xasprintf(&path, "%s/%s", dir, name);
+	xasprintf(&tmp, "%s/.%s.tmp", dir, name);
+	if (rename(tmp, path) == -1 ||
+	    (dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 ||
+	    fsync(dfd) == -1)
+		xasprintf(cause, "cannot replace %s: %s", path,
+		    strerror(errno));
+	else
+		ret = 0;
 	if (dfd != -1)
 		close(dfd);
-	free(text);
 	free(path);
 	free(tmp);
 	return ret;
+}
+
+/* Writes value as dir/name atomically. Returns -1 with *cause on failure. */
+int
+store_write(const char *dir, const char *name, json_t *value, char **cause)
+{
+	if (store_prepare(dir, name, value, cause) == -1)
+		return -1;
+	return store_commit(dir, name, cause);
 }
 
 /*
