@@ -477,6 +477,7 @@ struct snap_state {
 };
 extern struct snap_state snap;
 
+void		 disk_info_free(struct disk_info *, size_t);
 void		 snap_init(void);
 void		 snap_shutdown(void);
 int		 snap_save(char **);

@@ -298,7 +298,8 @@ snap_tree_keep_base(struct snap_tree *t, const struct snap_file *f)
 			return;
 	}
 	all = xcalloc(t->nbases + 1, sizeof *all);
-	memcpy(all, t->bases, t->nbases * sizeof *all);
+	if (t->nbases > 0)
+		memcpy(all, t->bases, t->nbases * sizeof *all);
 	all[t->nbases].device = xstrdup(f->device);
 	all[t->nbases].file = xstrdup(f->file);
 	all[t->nbases].format = xstrdup(f->format);
@@ -322,8 +323,9 @@ snap_tree_drop_base(struct snap_tree *t, const char *path)
 		free(t->bases[i].file);
 		free(t->bases[i].format);
 		free(t->bases[i].backing);
-		memmove(&t->bases[i], &t->bases[i + 1],
-		    (t->nbases - i - 1) * sizeof *t->bases);
+		if (i + 1 < t->nbases)
+			memmove(&t->bases[i], &t->bases[i + 1],
+			    (t->nbases - i - 1) * sizeof *t->bases);
 		t->nbases--;
 		return;
 	}

@@ -98,7 +98,8 @@ buf_add(struct buf *b, const void *data, size_t len)
 			b->cap *= 2;
 		b->data = xreallocarray(b->data, b->cap, 1);
 	}
-	memcpy(b->data + b->len, data, len);
+	if (len > 0)
+		memcpy(b->data + b->len, data, len);
 	b->len += len;
 	b->data[b->len] = '\0';
 }

@@ -1,0 +1,273 @@
+/*
+ * snap-image.c: the images an operation makes or opens in QEMU: new qcow2
+ * overlays made in QEMU without a fork, frozen images opened read-only and
+ * bottom-up so none is opened twice, and the rules for where new images may
+ * go and what they are called.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "qbranch.h"
+
+/*
+ * Overlay creation, in QEMU without a fork: a new qcow2 file at path over
+ * backing, opened as node (and node "f" for its file) with no backing yet,
+ * as blockdev-snapshot wants. Each part made is recorded for undo. The step
+ * continues with NULL.
+ */
+static void	overlay_file_made(struct op *, json_t *);
+static void	overlay_file_added(struct op *, json_t *);
+static void	overlay_qcow2_made(struct op *, json_t *);
+static void	overlay_added(struct op *, json_t *);
+
+void
+op_make_overlay(struct op *op, const char *path, const char *backing,
+    const char *backing_fmt, int64_t size)
+{
+	if (access(path, F_OK) == 0) {
+		op_fail(op, "%s exists already: qbranch never overwrites a "
+		    "file", path);
+		return;
+	}
+	free(op->s1);
+	free(op->s2);
+	op->s1 = xstrdup(path);
+	op->s2 = xstrdup(backing);
+	op->s2fmt = backing_fmt;
+	op->size = size;
+	op->overlay_resume = op->step;
+	op->step = overlay_file_made;
+	op_job(op, "blockdev-create", json_pack("{s:{s:s, s:s, s:i}}",
+	    "options", "driver", "file", "filename", path, "size", 0));
+}
+
+static void
+overlay_file_made(struct op *op, json_t *ret)
+{
+	char	node[40];
+
+	op_undo_unlink(op, op->s1);
+	op_file_node_name(op->s1, node, sizeof node);
+	op->step = overlay_file_added;
+	op_call(op, "blockdev-add", json_pack("{s:s, s:s, s:s}", "driver",
+	    "file", "node-name", node, "filename", op->s1));
+}
+
+static void
+overlay_file_added(struct op *op, json_t *ret)
+{
+	char	node[40];
+
+	op_file_node_name(op->s1, node, sizeof node);
+	op_undo_call(op, "blockdev-del", json_pack("{s:s}", "node-name",
+	    node));
+	op->step = overlay_qcow2_made;
+	op_job(op, "blockdev-create", json_pack("{s:{s:s, s:s, s:I, s:s, "
+	    "s:s}}", "options", "driver", "qcow2", "file", node, "size",
+	    (json_int_t)op->size, "backing-file", op->s2, "backing-fmt",
+	    op->s2fmt));
+}
+
+static void
+overlay_qcow2_made(struct op *op, json_t *ret)
+{
+	char	node[40], fnode[40];
+
+	op_node_name(op->s1, node, sizeof node);
+	op_file_node_name(op->s1, fnode, sizeof fnode);
+	op->step = overlay_added;
+	op_call(op, "blockdev-add", json_pack("{s:s, s:s, s:s, s:n}",
+	    "driver", "qcow2", "node-name", node, "file", fnode, "backing"));
+}
+
+static void
+overlay_added(struct op *op, json_t *ret)
+{
+	char	node[40];
+
+	op_node_name(op->s1, node, sizeof node);
+	op_undo_call(op, "blockdev-del", json_pack("{s:s}", "node-name",
+	    node));
+	op->step = op->overlay_resume;
+	op->step(op, NULL);
+}
+
+static int
+path_in_dir(const char *path, const char *dir)
+{
+	size_t	len = strlen(dir);
+
+	return strncmp(path, dir, len) == 0 && path[len] == '/' &&
+	    strchr(path + len + 1, '/') == NULL;
+}
+
+static int
+path_near_file(const char *path, const char *file)
+{
+	char	*dir = xstrdup(file);
+	int	 ok;
+
+	*strrchr(dir, '/') = '\0';
+	ok = path_in_dir(path, dir);
+	free(dir);
+	return ok;
+}
+
+/*
+ * Whether a path a caller names is allowed: directly inside --image-dir, an
+ * --allow-dir, or the directory of an image of the tree; no "..".
+ */
+int
+op_path_is_allowed(const char *path, const struct snap_tree *t)
+{
+	const struct snapshot	*s;
+	const struct branch	*b;
+	size_t			 i;
+
+	if (path[0] != '/' || strstr(path, "/../") != NULL ||
+	    strstr(path, "/./") != NULL || strstr(path, "//") != NULL)
+		return 0;
+	if (opts.image_dir != NULL && path_in_dir(path, opts.image_dir))
+		return 1;
+	for (i = 0; i < opts.nallow; i++) {
+		if (path_in_dir(path, opts.allow[i]))
+			return 1;
+	}
+	TAILQ_FOREACH(s, &t->snapshots, entry) {
+		for (i = 0; i < s->ndisks; i++) {
+			if (path_near_file(path, s->disks[i].file))
+				return 1;
+		}
+	}
+	TAILQ_FOREACH(b, &t->branches, entry) {
+		for (i = 0; i < b->ndisks; i++) {
+			if (path_near_file(path, b->disks[i].file))
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * The path of a new image derived from the device's original: in
+ * --image-dir or beside the original, <stem>.<suffix>.
+ */
+char *
+op_image_path(const struct snap_tree *t, const char *device,
+    const char *suffix)
+{
+	const struct snapshot	*s;
+	const struct branch	*b;
+	const struct snap_file	*f = NULL;
+	const char		*slash;
+	char			*stem, *path;
+
+	/* The original: the root snapshot's image, or main's before. */
+	TAILQ_FOREACH(s, &t->snapshots, entry) {
+		if (s->parent == NULL &&
+		    (f = snap_file_find(s->disks, s->ndisks, device)) != NULL &&
+		    !f->owned)
+			break;
+		f = NULL;
+	}
+	if (f == NULL) {
+		TAILQ_FOREACH(b, &t->branches, entry) {
+			if ((f = snap_file_find(b->disks, b->ndisks, device)) !=
+			    NULL && !f->owned)
+				break;
+			f = NULL;
+		}
+	}
+	if (f == NULL) {
+		/* Originals gone from the tree: any image of the device. */
+		b = branch_attached(t);
+		f = snap_file_find(b->disks, b->ndisks, device);
+	}
+	stem = snap_stem(f->file);
+	if (opts.image_dir != NULL) {
+		slash = strrchr(stem, '/');
+		xasprintf(&path, "%s/%s.%s", opts.image_dir, slash + 1, suffix);
+	} else
+		xasprintf(&path, "%s.%s", stem, suffix);
+	free(stem);
+	return path;
+}
+
+/* Notes a node the operation opened, for op_node_of(). */
+static void
+op_note_node(struct op *op, const char *node, const char *format,
+    const char *path)
+{
+	json_array_append_new(op->nodes, json_pack("{s:s, s:s, s:s}",
+	    "node-name", node, "drv", format, "file", path));
+}
+
+/*
+ * Opening an image of the tree that is not open yet: read-only, over a file
+ * node that may become writable for a block job, bottom-up so that every
+ * image sits on the node of the one below and none is opened twice. The
+ * step continues with NULL.
+ */
+static void	open_next(struct op *, json_t *);
+
+void
+op_open_image(struct op *op, const char *path)
+{
+	const struct snap_file	*f;
+	const char		*p = path;
+
+	json_decref(op->opening);
+	op->opening = json_array();
+	/* Collect what is missing, top-down. */
+	while (op_node_of(op, p) == NULL) {
+		if ((f = snap_tree_image(snap.tree, p)) == NULL ||
+		    f->backing == NULL) {
+			op_fail(op, "cannot open %s: the image below it is not "
+			    "open in QEMU", p);
+			return;
+		}
+		json_array_insert_new(op->opening, 0, json_string(p));
+		p = f->backing;
+	}
+	op->open_resume = op->step;
+	op->step = open_next;
+	open_next(op, NULL);
+}
+
+static void
+open_next(struct op *op, json_t *ret)
+{
+	const struct snap_file	*f;
+	const char		*path, *below;
+	char			 node[40], fnode[40];
+
+	if (ret != NULL || op->open_pending) {
+		/* The previous add is done: note it and undo it on failure. */
+		path = json_string_value(json_array_get(op->opening, 0));
+		f = snap_tree_image(snap.tree, path);
+		op_node_name(path, node, sizeof node);
+		op_note_node(op, node, f->format, path);
+		op_undo_call(op, "blockdev-del", json_pack("{s:s}", "node-name",
+		    node));
+		json_array_remove(op->opening, 0);
+		op->open_pending = 0;
+	}
+	if (json_array_size(op->opening) == 0) {
+		op->step = op->open_resume;
+		op->step(op, NULL);
+		return;
+	}
+	path = json_string_value(json_array_get(op->opening, 0));
+	f = snap_tree_image(snap.tree, path);
+	below = op_node_of(op, f->backing);
+	op_node_name(path, node, sizeof node);
+	op_file_node_name(path, fnode, sizeof fnode);
+	op->open_pending = 1;
+	op_call(op, "blockdev-add", json_pack("{s:s, s:s, s:b, s:{s:s, s:s, "
+	    "s:s, s:b, s:b}, s:s}", "driver", f->format, "node-name", node,
+	    "read-only", 1, "file", "driver", "file", "node-name", fnode,
+	    "filename", path, "read-only", 0, "auto-read-only", 1, "backing",
+	    below));
+}
