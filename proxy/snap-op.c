@@ -307,19 +307,18 @@ op_tree_prepare(struct op *op)
 	char	*cause = NULL;
 	int	 ret = 0;
 
-	if (opts.state_dir == NULL) {
-		op->tree_prepared = 1;
-		return 0;
+	if (opts.state_dir != NULL) {
+		v = snap_tree_to_json(snap.tree);
+		ret = store_prepare(opts.state_dir, SNAP_TREE_FILE, v, &cause);
+		json_decref(v);
 	}
-	v = snap_tree_to_json(snap.tree);
-	if (store_prepare(opts.state_dir, SNAP_TREE_FILE, v, &cause) == -1) {
+	if (ret == -1) {
 		op_fail(op, "%s; nothing was changed", cause);
 		free(cause);
-		ret = -1;
-	} else
-		op->tree_prepared = 1;
-	json_decref(v);
-	return ret;
+		return -1;
+	}
+	op->tree_prepared = 1;
+	return 0;
 }
 
 /*
@@ -329,21 +328,12 @@ op_tree_prepare(struct op *op)
 int
 op_tree_preflight(struct op *op)
 {
-	json_t	*v;
-	char	*cause = NULL;
-	int	 ret = 0;
-
-	if (opts.state_dir == NULL)
-		return 0;
-	v = snap_tree_to_json(snap.tree);
-	if (store_prepare(opts.state_dir, SNAP_TREE_FILE, v, &cause) == -1) {
-		op_fail(op, "%s; nothing was changed", cause);
-		free(cause);
-		ret = -1;
-	} else
+	if (op_tree_prepare(op) == -1)
+		return -1;
+	if (opts.state_dir != NULL)
 		store_abort(opts.state_dir, SNAP_TREE_FILE);
-	json_decref(v);
-	return ret;
+	op->tree_prepared = 0;
+	return 0;
 }
 
 /* Brings the model back to what it was at op_tree_begin(). */
