@@ -235,7 +235,7 @@ delete_step(struct op *op, json_t *ret)
 			snap_remove(snap.tree, s);
 			op->stage = 10;
 			delete_step(op, NULL);
-			return;
+			return;	/* nothing in QEMU to close either */
 		case DELETE_CHILDREN:
 		case DELETE_CHILDREN_ONLY:
 			if (delete_subtree_plan(op, s,
@@ -350,7 +350,10 @@ delete_step(struct op *op, json_t *ret)
 				return;
 			}
 		}
-		/* FALLTHROUGH */
+		/* Images opened for the merges and used by no device close. */
+		op->stage = 10;
+		op_close_unused(op);
+		return;
 	case 10:
 		if (snap_save(&cause) == -1) {
 			op_fail(op, "snapshot %s was deleted, but %s", op->name,

@@ -439,6 +439,11 @@ struct op {
 	int64_t		 size;
 	void		(*overlay_resume)(struct op *, json_t *);
 
+	/* images being closed */
+	json_t		*closing;
+	int		 closing_half;
+	void		(*close_resume)(struct op *, json_t *);
+
 	/* images being opened */
 	json_t		*opening;
 	int		 open_pending;
@@ -514,6 +519,7 @@ struct disk_info *op_disk(struct op *, const char *);
 void		 op_make_overlay(struct op *, const char *, const char *,
 		    const char *, int64_t);
 void		 op_open_image(struct op *, const char *);
+void		 op_close_unused(struct op *);
 
 /* snap-attach.c */
 void		 op_attach(struct op *, int, int);

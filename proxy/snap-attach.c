@@ -142,34 +142,18 @@ attach_step(struct op *op, json_t *ret)
 		}
 		/* FALLTHROUGH */
 	case 5:
-		/*
-		 * Close the tops left behind, format node then file node (an
-		 * inline file node goes with its parent: that del may fail).
-		 * Originals stay as they are.
-		 */
-		while (op->i < 2 * op->npaths) {
-			d = op_disk(op, op->devs[op->i / 2]);
-			i = op->i++;
-			if (strncmp(d->node, "qb", 2) != 0)
-				continue;
-			if (i % 2 == 0) {
-				op_call(op, "blockdev-del", json_pack("{s:s}",
-				    "node-name", d->node));
-				return;
-			}
-			snprintf(fnode, sizeof fnode, "%sf", d->node);
-			op->tolerate = 1;
-			op_call(op, "blockdev-del", json_pack("{s:s}",
-			    "node-name", fnode));
-			return;
-		}
+		/* The tops left behind, and what only they used, close. */
 		op->astage = 6;
+		op_close_unused(op);
+		return;
+	case 6:
+		op->astage = 7;
 		if (op->run_after) {
 			op_call(op, "cont", NULL);
 			return;
 		}
 		/* FALLTHROUGH */
-	case 6:
+	case 7:
 		op->step = op->attach_resume;
 		op->step(op, NULL);
 		return;

@@ -4,6 +4,7 @@
  * bottom-up so none is opened twice, and the rules for where new images may
  * go and what they are called.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,4 +271,121 @@ open_next(struct op *op, json_t *ret)
 	    "read-only", 1, "file", "driver", "file", "node-name", fnode,
 	    "filename", path, "read-only", 0, "auto-read-only", 1, "backing",
 	    below));
+}
+
+/* Whether path lies under a top the VM runs on now, by the tree. */
+static int
+on_attached_chain(const char *path)
+{
+	const struct branch	*b = branch_attached(snap.tree);
+	const struct snap_file	*f;
+	const char		*p;
+	size_t			 i;
+
+	for (i = 0; b != NULL && i < b->ndisks; i++) {
+		for (p = b->disks[i].file; p != NULL;
+		    p = f != NULL ? f->backing : NULL) {
+			if (strcmp(p, path) == 0)
+				return 1;
+			f = snap_tree_image(snap.tree, p);
+		}
+	}
+	return 0;
+}
+
+/*
+ * How many images of the tree lie below path: closing goes top-down. An
+ * image the tree no longer knows is a discarded branch's top.
+ */
+static size_t
+chain_height(const char *path)
+{
+	const struct snap_file	*f;
+	size_t			 n = 0;
+
+	if (snap_tree_image(snap.tree, path) == NULL)
+		return SIZE_MAX;
+	while ((f = snap_tree_image(snap.tree, path)) != NULL &&
+	    f->backing != NULL) {
+		path = f->backing;
+		n++;
+	}
+	return n;
+}
+
+static int
+height_cmp(const void *a, const void *b)
+{
+	size_t	ha = chain_height(json_string_value(*(json_t *const *)a));
+	size_t	hb = chain_height(json_string_value(*(json_t *const *)b));
+
+	return ha < hb ? 1 : ha > hb ? -1 : 0;
+}
+
+/*
+ * Closes every image qbranch opened that no device runs on any more, so
+ * QEMU holds only the chains in use (a node and a file each, per image).
+ * Top-down, each node then its file node; a node something else still
+ * uses (an export, say) stays. The step continues with NULL.
+ */
+static void	close_next(struct op *, json_t *);
+
+void
+op_close_unused(struct op *op)
+{
+	json_t		*n, **v;
+	const char	*name, *drv, *file;
+	size_t		 i, k;
+
+	json_decref(op->closing);
+	op->closing = json_array();
+	json_array_foreach(op->nodes, i, n) {
+		name = json_string_value(json_object_get(n, "node-name"));
+		drv = json_string_value(json_object_get(n, "drv"));
+		file = json_string_value(json_object_get(n, "file"));
+		if (name == NULL || drv == NULL || file == NULL ||
+		    strncmp(name, "qb", 2) != 0 || strcmp(drv, "file") == 0 ||
+		    on_attached_chain(file))
+			continue;
+		json_array_append_new(op->closing, json_string(file));
+	}
+	k = json_array_size(op->closing);
+	v = xcalloc(k + 1, sizeof *v);
+	for (i = 0; i < k; i++)
+		v[i] = json_incref(json_array_get(op->closing, i));
+	qsort(v, k, sizeof *v, height_cmp);
+	json_array_clear(op->closing);
+	for (i = 0; i < k; i++)
+		json_array_append_new(op->closing, v[i]);
+	free(v);
+	op->close_resume = op->step;
+	op->step = close_next;
+	op->closing_half = 0;
+	close_next(op, NULL);
+}
+
+static void
+close_next(struct op *op, json_t *ret)
+{
+	const char	*path;
+	char		 node[40];
+
+	if (json_array_size(op->closing) == 0) {
+		op->step = op->close_resume;
+		op->step(op, NULL);
+		return;
+	}
+	path = json_string_value(json_array_get(op->closing, 0));
+	if (op->closing_half == 0) {
+		op_node_name(path, node, sizeof node);
+		op->closing_half = 1;
+	} else {
+		/* An inline file node went with its parent: may fail. */
+		op_file_node_name(path, node, sizeof node);
+		op_forget_node(op, path);
+		json_array_remove(op->closing, 0);
+		op->closing_half = 0;
+	}
+	op->tolerate = 1;
+	op_call(op, "blockdev-del", json_pack("{s:s}", "node-name", node));
 }

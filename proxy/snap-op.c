@@ -198,6 +198,7 @@ op_finish(struct op *op)
 	json_decref(op->undo);
 	json_decref(op->result);
 	json_decref(op->opening);
+	json_decref(op->closing);
 	json_decref(op->tree_backup);
 	free(op->commit_error);
 	free(op->run_state);
