@@ -75,6 +75,7 @@ create_paths(struct op *op, struct branch *b)
 	op_paths_alloc(op, b->ndisks);
 	for (i = 0; i < b->ndisks; i++) {
 		op->devs[i] = xstrdup(b->disks[i].device);
+		op->backings[i] = xstrdup(b->disks[i].file);
 		file = NULL;
 		json_array_foreach(disks, k, d) {
 			if (strcmp(json_string_value(json_object_get(d,
@@ -175,18 +176,12 @@ create_step(struct op *op, json_t *ret)
 				return;
 			}
 		}
-		op->i = 0;
-		/* FALLTHROUGH */
+		/* Every disk's overlay, made together. */
+		op->stage = 2;
+		op_make_overlays(op);
+		return;
 	case 2:
 		b = branch_attached(snap.tree);
-		if (op->i < b->ndisks) {
-			op->stage = 2;
-			d = op_disk(op, b->disks[op->i].device);
-			i = op->i++;
-			op_make_overlay(op, op->paths[i], d->file, d->format,
-			    d->size);
-			return;
-		}
 		/* All overlays are ready: the tree first, then QEMU. */
 		actions = json_array();
 		for (i = 0; i < b->ndisks; i++) {

@@ -432,12 +432,17 @@ struct op {
 	const char	*progress;	/* QBRANCH_PROGRESS "operation" */
 	struct event	*progress_timer;
 
-	/* an overlay in the making */
-	char		*s1;
-	char		*s2;
-	const char	*s2fmt;
-	int64_t		 size;
-	void		(*overlay_resume)(struct op *, json_t *);
+	char		*s1;		/* an image at hand */
+
+	/* overlays made together */
+	json_t		*batch_jobs;	/* job id: concluded */
+	json_t		*batch_done;	/* being dismissed */
+	int		 batch_stage;
+	int		 batch_pending;	/* replies due */
+	int		 batch_waiting;	/* jobs not concluded */
+	int		 batch_sending;
+	char		*batch_error;
+	void		(*batch_resume)(struct op *, json_t *);
 
 	/* images being closed */
 	json_t		*closing;
@@ -516,10 +521,10 @@ int		 op_node_exists(struct op *, const char *);
 void		 op_forget_node(struct op *, const char *);
 int		 op_node_exported(struct op *, const char *);
 struct disk_info *op_disk(struct op *, const char *);
-void		 op_make_overlay(struct op *, const char *, const char *,
-		    const char *, int64_t);
 void		 op_open_image(struct op *, const char *);
 void		 op_close_unused(struct op *);
+void		 op_make_overlays(struct op *);
+int		 op_batch_concluded(struct op *, const char *);
 
 /* snap-attach.c */
 void		 op_attach(struct op *, int, int);

@@ -67,15 +67,13 @@ attach_step(struct op *op, json_t *ret)
 		op->i = 0;
 		/* FALLTHROUGH */
 	case 1:
+		if (!op->attach_open && op->i == 0) {
+			op->i = op->npaths;
+			op_make_overlays(op);
+			return;
+		}
 		if (op->i < op->npaths) {
 			i = op->i++;
-			d = op_disk(op, op->devs[i]);
-			if (!op->attach_open) {
-				op_make_overlay(op, op->paths[i],
-				    op->backings[i], op_backing_format(op, i),
-				    d->size);
-				return;
-			}
 			/* A branch's overlay, opened as it was left. */
 			if (op_node_of(op, op->paths[i]) != NULL) {
 				op_fail(op, "%s is open in QEMU already",

@@ -12,89 +12,6 @@
 
 #include "qbranch.h"
 
-/*
- * Overlay creation, in QEMU without a fork: a new qcow2 file at path over
- * backing, opened as node (and node "f" for its file) with no backing yet,
- * as blockdev-snapshot wants. Each part made is recorded for undo. The step
- * continues with NULL.
- */
-static void	overlay_file_made(struct op *, json_t *);
-static void	overlay_file_added(struct op *, json_t *);
-static void	overlay_qcow2_made(struct op *, json_t *);
-static void	overlay_added(struct op *, json_t *);
-
-void
-op_make_overlay(struct op *op, const char *path, const char *backing,
-    const char *backing_fmt, int64_t size)
-{
-	if (access(path, F_OK) == 0) {
-		op_fail(op, "%s exists already: qbranch never overwrites a "
-		    "file", path);
-		return;
-	}
-	free(op->s1);
-	free(op->s2);
-	op->s1 = xstrdup(path);
-	op->s2 = xstrdup(backing);
-	op->s2fmt = backing_fmt;
-	op->size = size;
-	op->overlay_resume = op->step;
-	op->step = overlay_file_made;
-	op_job(op, "blockdev-create", json_pack("{s:{s:s, s:s, s:i}}",
-	    "options", "driver", "file", "filename", path, "size", 0));
-}
-
-static void
-overlay_file_made(struct op *op, json_t *ret)
-{
-	char	node[40];
-
-	op_undo_unlink(op, op->s1);
-	op_file_node_name(op->s1, node, sizeof node);
-	op->step = overlay_file_added;
-	op_call(op, "blockdev-add", json_pack("{s:s, s:s, s:s}", "driver",
-	    "file", "node-name", node, "filename", op->s1));
-}
-
-static void
-overlay_file_added(struct op *op, json_t *ret)
-{
-	char	node[40];
-
-	op_file_node_name(op->s1, node, sizeof node);
-	op_undo_call(op, "blockdev-del", json_pack("{s:s}", "node-name",
-	    node));
-	op->step = overlay_qcow2_made;
-	op_job(op, "blockdev-create", json_pack("{s:{s:s, s:s, s:I, s:s, "
-	    "s:s}}", "options", "driver", "qcow2", "file", node, "size",
-	    (json_int_t)op->size, "backing-file", op->s2, "backing-fmt",
-	    op->s2fmt));
-}
-
-static void
-overlay_qcow2_made(struct op *op, json_t *ret)
-{
-	char	node[40], fnode[40];
-
-	op_node_name(op->s1, node, sizeof node);
-	op_file_node_name(op->s1, fnode, sizeof fnode);
-	op->step = overlay_added;
-	op_call(op, "blockdev-add", json_pack("{s:s, s:s, s:s, s:n}",
-	    "driver", "qcow2", "node-name", node, "file", fnode, "backing"));
-}
-
-static void
-overlay_added(struct op *op, json_t *ret)
-{
-	char	node[40];
-
-	op_node_name(op->s1, node, sizeof node);
-	op_undo_call(op, "blockdev-del", json_pack("{s:s}", "node-name",
-	    node));
-	op->step = op->overlay_resume;
-	op->step(op, NULL);
-}
-
 static int
 path_in_dir(const char *path, const char *dir)
 {
@@ -388,4 +305,218 @@ close_next(struct op *op, json_t *ret)
 	}
 	op->tolerate = 1;
 	op_call(op, "blockdev-del", json_pack("{s:s}", "node-name", node));
+}
+
+/*
+ * Overlay creation, in QEMU without a fork, for every disk at once: a file
+ * (blockdev-create job), its file node, the qcow2 format over the backing
+ * (blockdev-create job), and the qcow2 node with no backing yet, as
+ * blockdev-snapshot wants. Each step is sent for all disks together and
+ * QEMU runs their jobs side by side, so an operation waits three times
+ * whatever the number of disks. Each part made is recorded for undo.
+ * op->paths[i] goes over op->backings[i], sized as disk op->devs[i]. The
+ * step continues with NULL.
+ */
+static void	batch_call(struct op *, const char *, json_t *);
+static void	batch_job(struct op *, const char *, json_t *);
+static void	batch_phase(struct op *);
+
+void
+op_make_overlays(struct op *op)
+{
+	size_t	i;
+
+	for (i = 0; i < op->npaths; i++) {
+		if (access(op->paths[i], F_OK) == 0) {
+			op_fail(op, "%s exists already: qbranch never "
+			    "overwrites a file", op->paths[i]);
+			return;
+		}
+	}
+	op->batch_resume = op->step;
+	op->batch_stage = 0;
+	json_decref(op->batch_jobs);
+	op->batch_jobs = json_object();
+	json_decref(op->batch_done);
+	op->batch_done = json_object();
+	batch_phase(op);
+}
+
+static void
+batch_reply_cb(json_t *reply, void *arg)
+{
+	struct op	*op = arg;
+	json_t		*err, *j, *ret;
+	const char	*id, *e;
+	size_t		 i;
+
+	op->batch_pending--;
+	if (reply == NULL && op->batch_error == NULL)
+		op->batch_error = xstrdup("QEMU went away during the operation");
+	else if ((err = json_object_get(reply, "error")) != NULL &&
+	    op->batch_error == NULL)
+		op->batch_error = xstrdup(json_string_value(json_object_get(err,
+		    "desc")));
+	else if (json_is_array(ret = json_object_get(reply, "return"))) {
+		/* query-jobs: the errors of the jobs just concluded. */
+		json_array_foreach(ret, i, j) {
+			id = json_string_value(json_object_get(j, "id"));
+			e = json_string_value(json_object_get(j, "error"));
+			if (id != NULL && e != NULL && op->batch_error == NULL &&
+			    json_object_get(op->batch_done, id) != NULL)
+				op->batch_error = xstrdup(e);
+		}
+	}
+	batch_phase(op);
+}
+
+static void
+batch_call(struct op *op, const char *execute, json_t *args)
+{
+	op->batch_pending++;
+	upstream_call(execute, args, batch_reply_cb, op);
+}
+
+/* The start of one job of a batch: it never runs if QEMU refused it. */
+struct batch_start {
+	struct op	*op;
+	char		 id[40];
+};
+
+static void
+batch_job_cb(json_t *reply, void *arg)
+{
+	struct batch_start	*bs = arg;
+	struct op		*op = bs->op;
+
+	if (reply == NULL || json_object_get(reply, "error") != NULL)
+		op_batch_concluded(op, bs->id);
+	free(bs);
+	batch_reply_cb(reply, op);
+}
+
+static void
+batch_job(struct op *op, const char *execute, json_t *args)
+{
+	static unsigned		 serial;
+	struct batch_start	*bs;
+
+	bs = xcalloc(1, sizeof *bs);
+	bs->op = op;
+	snprintf(bs->id, sizeof bs->id, "qbranch-mk-%u", ++serial);
+	json_object_set_new(args, "job-id", json_string(bs->id));
+	json_object_set_new(op->batch_jobs, bs->id, json_false());
+	op->batch_waiting++;
+	op->batch_pending++;
+	upstream_call(execute, args, batch_job_cb, bs);
+}
+
+/* A job of the batch concluded (from snap_op_event). */
+int
+op_batch_concluded(struct op *op, const char *id)
+{
+	json_t	*v;
+
+	if (op->batch_jobs == NULL ||
+	    (v = json_object_get(op->batch_jobs, id)) == NULL ||
+	    json_is_true(v))
+		return 0;
+	json_object_set_new(op->batch_jobs, id, json_true());
+	op->batch_waiting--;
+	batch_phase(op);
+	return 1;
+}
+
+/* Dismisses the batch's concluded jobs, after reading their errors. */
+static void
+batch_dismiss(struct op *op)
+{
+	const char	*id;
+	json_t		*v;
+	void		*tmp;
+
+	json_decref(op->batch_done);
+	op->batch_done = op->batch_jobs;
+	op->batch_jobs = json_object();
+	batch_call(op, "query-jobs", NULL);
+	json_object_foreach_safe(op->batch_done, tmp, id, v)
+		batch_call(op, "job-dismiss", json_pack("{s:s}", "id", id));
+}
+
+static void
+batch_phase(struct op *op)
+{
+	struct disk_info	*d;
+	char			 node[40], fnode[40], *error;
+	size_t			 i;
+
+	/* Replies may come back at once (QEMU gone): not while sending. */
+	if (op->batch_sending || op->batch_pending > 0 ||
+	    op->batch_waiting > 0)
+		return;
+	if (op->batch_error != NULL) {
+		if (json_object_size(op->batch_jobs) > 0) {
+			/* Dismiss what ran before failing. */
+			op->batch_sending = 1;
+			batch_dismiss(op);
+			op->batch_sending = 0;
+			batch_phase(op);
+			return;
+		}
+		error = op->batch_error;
+		op->batch_error = NULL;
+		op->step = op->batch_resume;
+		op_fail(op, "%s", error);
+		free(error);
+		return;
+	}
+	op->batch_sending = 1;
+	switch (op->batch_stage++) {
+	case 0:
+		for (i = 0; i < op->npaths; i++) {
+			op_undo_unlink(op, op->paths[i]);
+			batch_job(op, "blockdev-create", json_pack("{s:{s:s, "
+			    "s:s, s:i}}", "options", "driver", "file",
+			    "filename", op->paths[i], "size", 0));
+		}
+		break;
+	case 1:
+		batch_dismiss(op);
+		for (i = 0; i < op->npaths; i++) {
+			d = op_disk(op, op->devs[i]);
+			op_file_node_name(op->paths[i], fnode, sizeof fnode);
+			op_undo_call(op, "blockdev-del", json_pack("{s:s}",
+			    "node-name", fnode));
+			batch_call(op, "blockdev-add", json_pack("{s:s, s:s, "
+			    "s:s}", "driver", "file", "node-name", fnode,
+			    "filename", op->paths[i]));
+			batch_job(op, "blockdev-create", json_pack("{s:{s:s, "
+			    "s:s, s:I, s:s, s:s}}", "options", "driver", "qcow2",
+			    "file", fnode, "size", (json_int_t)d->size,
+			    "backing-file", op->backings[i], "backing-fmt",
+			    op_backing_format(op, i)));
+		}
+		break;
+	case 2:
+		batch_dismiss(op);
+		for (i = 0; i < op->npaths; i++) {
+			op_node_name(op->paths[i], node, sizeof node);
+			op_file_node_name(op->paths[i], fnode, sizeof fnode);
+			op_undo_call(op, "blockdev-del", json_pack("{s:s}",
+			    "node-name", node));
+			batch_call(op, "blockdev-add", json_pack("{s:s, s:s, s:s, "
+			    "s:n}", "driver", "qcow2", "node-name", node, "file",
+			    fnode, "backing"));
+		}
+		break;
+	default:
+		op->batch_sending = 0;
+		json_decref(op->batch_jobs);
+		op->batch_jobs = NULL;
+		op->step = op->batch_resume;
+		op->step(op, NULL);
+		return;
+	}
+	op->batch_sending = 0;
+	batch_phase(op);
 }

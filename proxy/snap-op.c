@@ -199,6 +199,9 @@ op_finish(struct op *op)
 	json_decref(op->result);
 	json_decref(op->opening);
 	json_decref(op->closing);
+	json_decref(op->batch_jobs);
+	json_decref(op->batch_done);
+	free(op->batch_error);
 	json_decref(op->tree_backup);
 	free(op->commit_error);
 	free(op->run_state);
@@ -206,7 +209,6 @@ op_finish(struct op *op)
 	free(op->job_error);
 	free(op->id);
 	free(op->s1);
-	free(op->s2);
 	free(op->name);
 	for (i = 0; i < op->npaths; i++) {
 		free(op->paths[i]);
@@ -543,8 +545,11 @@ snap_op_event(json_t *ev)
 	if (strcmp(name, "JOB_STATUS_CHANGE") == 0) {
 		id = json_string_value(json_object_get(data, "id"));
 		status = json_string_value(json_object_get(data, "status"));
-		if (id == NULL || status == NULL || strcmp(id, op->job) != 0 ||
-		    strcmp(status, "concluded") != 0 || op->job_concluded)
+		if (id == NULL || status == NULL ||
+		    strcmp(status, "concluded") != 0)
+			return;
+		if (op_batch_concluded(op, id) || strcmp(id, op->job) != 0 ||
+		    op->job_concluded)
 			return;
 		op->job_concluded = 1;
 		if (op->job_started)
