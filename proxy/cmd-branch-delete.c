@@ -30,13 +30,11 @@ branch_delete_exec(struct client *c, json_t *args, const char *id,
 	char		*cause;
 
 	if (cmd_check_args(args, branch_delete_args, &cause) == -1) {
-		client_send_error(c, "GenericError", cause, id, idlen);
-		free(cause);
+		cmd_refuse(c, cause, id, idlen);
 		return;
 	}
-	if ((op = op_new(c, id, idlen, branch_delete_step)) == NULL)
+	if ((op = op_new(c, args, id, idlen, branch_delete_step)) == NULL)
 		return;
-	op->args = json_incref(args);
 	branch_delete_step(op, NULL);
 }
 

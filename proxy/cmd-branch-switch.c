@@ -31,13 +31,11 @@ switch_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 
 	if (cmd_check_args(args, switch_args, &cause) == -1 ||
 	    cmd_run_state(args, &run, 0, &cause) == -1) {
-		client_send_error(c, "GenericError", cause, id, idlen);
-		free(cause);
+		cmd_refuse(c, cause, id, idlen);
 		return;
 	}
-	if ((op = op_new(c, id, idlen, switch_step)) == NULL)
+	if ((op = op_new(c, args, id, idlen, switch_step)) == NULL)
 		return;
-	op->args = json_incref(args);
 	switch_step(op, NULL);
 }
 

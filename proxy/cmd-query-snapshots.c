@@ -26,8 +26,7 @@ cmd_query_check(struct client *c, json_t *args, const char *id,
 	char	*cause;
 
 	if (cmd_check_args(args, no_args, &cause) == -1) {
-		client_send_error(c, "GenericError", cause, id, idlen);
-		free(cause);
+		cmd_refuse(c, cause, id, idlen);
 		return -1;
 	}
 	if (snap.broken != NULL) {

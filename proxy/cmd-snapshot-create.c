@@ -33,8 +33,7 @@ create_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 	char		*cause;
 
 	if (cmd_check_args(args, create_args, &cause) == -1) {
-		client_send_error(c, "GenericError", cause, id, idlen);
-		free(cause);
+		cmd_refuse(c, cause, id, idlen);
 		return;
 	}
 	name = json_string_value(json_object_get(args, "name"));
@@ -44,9 +43,8 @@ create_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 		    "at most 64 characters", id, idlen);
 		return;
 	}
-	if ((op = op_new(c, id, idlen, create_step)) == NULL)
+	if ((op = op_new(c, args, id, idlen, create_step)) == NULL)
 		return;
-	op->args = json_incref(args);
 	create_step(op, NULL);
 }
 

@@ -51,8 +51,7 @@ delete_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 	int		 m = 0;
 
 	if (cmd_check_args(args, delete_args, &cause) == -1) {
-		client_send_error(c, "GenericError", cause, id, idlen);
-		free(cause);
+		cmd_refuse(c, cause, id, idlen);
 		return;
 	}
 	if ((mode = json_string_value(json_object_get(args, "mode"))) != NULL) {
@@ -64,14 +63,12 @@ delete_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 			xasprintf(&cause, "Parameter 'mode' does not accept "
 			    "value '%s' (merge, children, children-only, "
 			    "metadata-only)", mode);
-			client_send_error(c, "GenericError", cause, id, idlen);
-			free(cause);
+			cmd_refuse(c, cause, id, idlen);
 			return;
 		}
 	}
-	if ((op = op_new(c, id, idlen, delete_step)) == NULL)
+	if ((op = op_new(c, args, id, idlen, delete_step)) == NULL)
 		return;
-	op->args = json_incref(args);
 	op->flag = m;
 	delete_step(op, NULL);
 }

@@ -74,6 +74,5 @@ edit_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 	cmd_reply(c, snap_json(snap.tree, s), id, idlen);
 	return;
 fail:
-	client_send_error(c, "GenericError", cause, id, idlen);
-	free(cause);
+	cmd_refuse(c, cause, id, idlen);
 }

@@ -59,8 +59,7 @@ revert_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 
 	if (cmd_check_args(args, revert_args, &cause) == -1 ||
 	    cmd_run_state(args, &run, 0, &cause) == -1) {
-		client_send_error(c, "GenericError", cause, id, idlen);
-		free(cause);
+		cmd_refuse(c, cause, id, idlen);
 		return;
 	}
 	branch = json_string_value(json_object_get(args, "branch"));
@@ -70,9 +69,8 @@ revert_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 		    "most 64 characters", id, idlen);
 		return;
 	}
-	if ((op = op_new(c, id, idlen, revert_step)) == NULL)
+	if ((op = op_new(c, args, id, idlen, revert_step)) == NULL)
 		return;
-	op->args = json_incref(args);
 	revert_step(op, NULL);
 }
 

@@ -23,6 +23,14 @@ static const struct cmd_entry *cmd_table[] = {
 	&cmd_query_disks_entry,
 };
 
+/* Answers a request with a GenericError; cause is freed. */
+void
+cmd_refuse(struct client *c, char *cause, const char *id, size_t idlen)
+{
+	client_send_error(c, "GenericError", cause, id, idlen);
+	free(cause);
+}
+
 /*
  * Checks arguments against a spec the way QEMU's input visitor does, with
  * its texts. Returns -1 with an allocated *cause.

@@ -369,6 +369,7 @@ struct arg_spec {
 	int		 required;
 };
 int		 cmd_check_args(json_t *, const struct arg_spec *, char **);
+void		 cmd_refuse(struct client *, char *, const char *, size_t);
 const char	*cmd_list_json(void);
 int		 cmd_run_state(json_t *, int *, int, char **);
 int		 cmd_query_check(struct client *, json_t *, const char *,
@@ -498,7 +499,7 @@ void		 snap_client_gone(struct client *);
 void		 snap_upstream_ready(void);
 int		 snap_reconciling(void);
 struct op	*op_new_internal(void (*)(struct op *, json_t *));
-struct op	*op_new(struct client *, const char *, size_t,
+struct op	*op_new(struct client *, json_t *, const char *, size_t,
 		    void (*)(struct op *, json_t *));
 void		 op_done(struct op *, json_t *);
 void		 op_fail(struct op *, const char *, ...)
@@ -517,7 +518,6 @@ void		 op_tree_init(struct op *);
 void		 op_node_name(const char *, char *, size_t);
 void		 op_file_node_name(const char *, char *, size_t);
 const char	*op_node_of(struct op *, const char *);
-int		 op_node_exists(struct op *, const char *);
 void		 op_forget_node(struct op *, const char *);
 int		 op_node_exported(struct op *, const char *);
 struct disk_info *op_disk(struct op *, const char *);

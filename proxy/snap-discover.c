@@ -70,21 +70,6 @@ op_node_of(struct op *op, const char *path)
 	return NULL;
 }
 
-/* Whether a node of that name is open. */
-int
-op_node_exists(struct op *op, const char *name)
-{
-	json_t	*n;
-	size_t	 i;
-
-	json_array_foreach(op->nodes, i, n) {
-		if (strcmp(json_string_value(json_object_get(n, "node-name")),
-		    name) == 0)
-			return 1;
-	}
-	return 0;
-}
-
 /* Forgets the open nodes of an image QEMU has just closed. */
 void
 op_forget_node(struct op *op, const char *path)
@@ -105,12 +90,13 @@ op_forget_node(struct op *op, const char *path)
 int
 op_node_exported(struct op *op, const char *name)
 {
-	json_t	*e;
-	size_t	 i;
+	json_t		*e;
+	size_t		 i;
+	const char	*node;
 
 	json_array_foreach(op->exports, i, e) {
-		if (strcmp(json_string_value(json_object_get(e, "node-name")),
-		    name) == 0)
+		node = json_string_value(json_object_get(e, "node-name"));
+		if (node != NULL && strcmp(node, name) == 0)
 			return 1;
 	}
 	return 0;

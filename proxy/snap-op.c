@@ -131,11 +131,11 @@ snap_client_gone(struct client *c)
 }
 
 /*
- * Starts an operation for a client's request. Returns NULL after answering
- * the client when another one runs or the tree is unusable.
+ * Starts an operation for a client's request (args borrowed). Returns NULL
+ * after answering the client when another one runs or the tree is unusable.
  */
 struct op *
-op_new(struct client *c, const char *id, size_t idlen,
+op_new(struct client *c, json_t *args, const char *id, size_t idlen,
     void (*step)(struct op *, json_t *))
 {
 	struct op	*op;
@@ -156,6 +156,7 @@ op_new(struct client *c, const char *id, size_t idlen,
 		op->id = xmemdup(id, idlen);
 		op->idlen = idlen;
 	}
+	op->args = json_incref(args);
 	op->step = step;
 	op->undo = json_array();
 	snap.op = op;
