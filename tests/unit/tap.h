@@ -9,14 +9,17 @@
 static int	tap_n;
 static int	tap_failed;
 
+/* cond is evaluated once: it may have side effects. */
 #define ok(cond, ...) do {						\
+	int tap_ok_ = !!(cond);						\
+									\
 	tap_n++;							\
-	if (!(cond))							\
+	if (!tap_ok_)							\
 		tap_failed++;						\
-	printf("%sok %d - ", (cond) ? "" : "not ", tap_n);		\
+	printf("%sok %d - ", tap_ok_ ? "" : "not ", tap_n);		\
 	printf(__VA_ARGS__);						\
 	printf("\n");							\
-	if (!(cond))							\
+	if (!tap_ok_)							\
 		printf("#   failed at %s:%d\n", __FILE__, __LINE__);	\
 } while (0)
 
