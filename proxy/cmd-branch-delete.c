@@ -42,13 +42,13 @@ static void
 branch_delete_step(struct op *op, json_t *ret)
 {
 	struct branch	*b;
-	json_t		*files, *f;
+	json_t		*f;
 	const char	*name;
 	size_t		 i;
 
 	switch (op->stage++) {
 	case 0:
-		op_discover(op);
+		op_discover(op, DISCOVER_ALL);
 		return;
 	case 1:
 		name = json_string_value(json_object_get(op->args, "branch"));
@@ -69,29 +69,31 @@ branch_delete_step(struct op *op, json_t *ret)
 			}
 		}
 		/* The tree first; the files once the new tree is written. */
-		files = json_array();
+		op->result = json_array();
 		for (i = 0; i < b->ndisks; i++) {
 			if (b->disks[i].owned)
-				json_array_append_new(files,
+				json_array_append_new(op->result,
 				    json_string(b->disks[i].file));
 		}
 		op_tree_begin(op);
 		branch_remove(snap.tree, b);
-		if (op_tree_prepare(op) == -1) {
-			json_decref(files);
-			return;
-		}
+		op_tree_prepare(op);
+		op_io_wait(op);
+		return;
+	case 2:
 		op_commit(op);
+		op_io_wait(op);
+		return;
+	case 3:
+		name = json_string_value(json_object_get(op->args, "branch"));
 		if (op->commit_error != NULL) {
-			json_decref(files);
 			op_fail(op, "%s", op->commit_error);
 			return;
 		}
-		json_array_foreach(files, i, f) {
+		json_array_foreach(op->result, i, f) {
 			if (unlink(json_string_value(f)) == -1)
 				log_warn("unlink %s", json_string_value(f));
 		}
-		json_decref(files);
 		log_info("branch %s deleted", name);
 		op_done(op, json_object());
 		return;

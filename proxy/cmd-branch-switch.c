@@ -51,7 +51,7 @@ switch_step(struct op *op, json_t *ret)
 
 	switch (op->stage++) {
 	case 0:
-		op_discover(op);
+		op_discover(op, DISCOVER_ALL);
 		return;
 	case 1:
 		name = json_string_value(json_object_get(op->args, "branch"));
@@ -83,8 +83,7 @@ switch_step(struct op *op, json_t *ret)
 		op_tree_begin(op);
 		old->attached = 0;
 		b->attached = 1;
-		if (op_tree_prepare(op) == -1)
-			return;
+		op_tree_prepare(op);
 		op_attach(op, 1, run);
 		return;
 	case 2:

@@ -145,7 +145,8 @@ create_step(struct op *op, json_t *ret)
 
 	switch (op->stage++) {
 	case 0:
-		op_discover(op);
+		/* It opens only new overlays: no need for the open nodes. */
+		op_discover(op, DISCOVER_DISKS);
 		return;
 	case 1:
 		op_tree_init(op);
@@ -174,13 +175,21 @@ create_step(struct op *op, json_t *ret)
 				return;
 			}
 		}
-		/* Every disk's overlay, made together. */
-		op->stage = 2;
-		op_make_overlays(op);
+		/*
+		 * The model first, then every disk's overlay file and the
+		 * tree file are written together.
+		 */
+		op_tree_begin(op);
+		op->subject = create_apply(op, b);
+		op_write_overlays(op);
+		op_tree_prepare(op);
+		op_io_wait(op);
 		return;
 	case 2:
+		op_add_overlays(op);
+		return;
+	case 3:
 		b = branch_attached(snap.tree);
-		/* All overlays are ready: the tree first, then QEMU. */
 		actions = json_array();
 		for (i = 0; i < b->ndisks; i++) {
 			d = op_disk(op, b->disks[i].device);
@@ -189,20 +198,15 @@ create_step(struct op *op, json_t *ret)
 			    "s:s}}", "type", "blockdev-snapshot", "data",
 			    "node", d->node, "overlay", node));
 		}
-		op_tree_begin(op);
-		s = create_apply(op, b);
-		op->subject = s;
-		if (op_tree_prepare(op) == -1) {
-			json_decref(actions);
-			return;
-		}
-		op->stage = 3;
 		op_call(op, "transaction", json_pack("{s:o}", "actions",
 		    actions));
 		return;
-	case 3:
+	case 4:
 		/* QEMU runs on the new overlays: the tree file follows. */
 		op_commit(op);
+		op_io_wait(op);
+		return;
+	case 5:
 		s = op->subject;
 		if (op->commit_error != NULL) {
 			op_fail(op, "snapshot %s was taken, but %s", op->name,

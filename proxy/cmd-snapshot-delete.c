@@ -204,11 +204,10 @@ delete_step(struct op *op, json_t *ret)
 	const char		*dnode, *bnode;
 	json_t			*files;
 	size_t			 n;
-	char			*cause = NULL;
 
 	switch (op->stage++) {
 	case 0:
-		op_discover(op);
+		op_discover(op, DISCOVER_ALL);
 		return;
 	case 1:
 		name = json_string_value(json_object_get(op->args, "name"));
@@ -217,9 +216,17 @@ delete_step(struct op *op, json_t *ret)
 			return;
 		}
 		op->subject = s;
-		op->name = xstrdup(name);
-		if (op_tree_preflight(op) == -1)
+		if (op->name == NULL) {
+			/*
+			 * First the state directory must take a tree file;
+			 * this stage runs again once that is known.
+			 */
+			op->name = xstrdup(name);
+			op->stage = 1;
+			op_tree_preflight(op);
+			op_io_wait(op);
 			return;
+		}
 		switch (op->flag) {
 		case DELETE_METADATA:
 			/* Images others sit on stay known, as unnamed bases. */
@@ -352,10 +359,13 @@ delete_step(struct op *op, json_t *ret)
 		op_close_unused(op);
 		return;
 	case 10:
-		if (snap_save(&cause) == -1) {
+		op_tree_save(op);
+		op_io_wait(op);
+		return;
+	case 11:
+		if (op->commit_error != NULL) {
 			op_fail(op, "snapshot %s was deleted, but %s", op->name,
-			    cause);
-			free(cause);
+			    op->commit_error);
 			return;
 		}
 		log_info("snapshot %s deleted", op->name);

@@ -8,6 +8,7 @@
 #include "qbranch.h"
 
 static void	edit_exec(struct client *, json_t *, const char *, size_t);
+static void	edit_step(struct op *, json_t *);
 
 const struct cmd_entry cmd_snapshot_edit_entry = {
 	.name = "qbranch-snapshot-edit",
@@ -24,55 +25,71 @@ static const struct arg_spec edit_args[] = {
 static void
 edit_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 {
+	struct op	*op;
+	char		*cause = NULL;
+
+	if (cmd_check_args(args, edit_args, &cause) == -1) {
+		cmd_refuse(c, cause, id, idlen);
+		return;
+	}
+	if ((op = op_new(c, args, id, idlen, edit_step)) == NULL)
+		return;
+	edit_step(op, NULL);
+}
+
+/* No QEMU in it: the model changes and the tree file is written. */
+static void
+edit_step(struct op *op, json_t *ret)
+{
 	struct snapshot	*s;
 	const char	*name, *newname, *desc;
-	char		*cause = NULL, *oldname, *olddesc;
 
-	if (cmd_check_args(args, edit_args, &cause) == -1)
-		goto fail;
-	if (snap.broken != NULL) {
-		cause = xstrdup(snap.broken);
-		goto fail;
+	name = json_string_value(json_object_get(op->args, "name"));
+	switch (op->stage++) {
+	case 0:
+		newname = json_string_value(json_object_get(op->args,
+		    "new-name"));
+		desc = json_string_value(json_object_get(op->args,
+		    "description"));
+		if ((s = snap_find(snap.tree, name)) == NULL) {
+			op_fail(op, "no snapshot named %s", name);
+			return;
+		}
+		if (newname != NULL && !snap_name_is_valid(newname)) {
+			op_fail(op, "invalid snapshot name: use a letter or "
+			    "digit, then letters, digits and . _ + -, at most "
+			    "64 characters");
+			return;
+		}
+		if (newname != NULL && snap_find(snap.tree, newname) != NULL &&
+		    snap_find(snap.tree, newname) != s) {
+			op_fail(op, "a snapshot named %s exists already",
+			    newname);
+			return;
+		}
+		op_tree_begin(op);
+		if (newname != NULL) {
+			free(s->name);
+			s->name = xstrdup(newname);
+		}
+		if (desc != NULL) {
+			free(s->description);
+			s->description = xstrdup(desc);
+		}
+		op->subject = s;
+		op_tree_prepare(op);
+		op_io_wait(op);
+		return;
+	case 1:
+		op_commit(op);
+		op_io_wait(op);
+		return;
+	case 2:
+		if (op->commit_error != NULL) {
+			op_fail(op, "%s", op->commit_error);
+			return;
+		}
+		op_done(op, snap_json(snap.tree, op->subject));
+		return;
 	}
-	if (snap.op != NULL) {
-		cause = xstrdup("another snapshot operation is running; try "
-		    "again when it has ended");
-		goto fail;
-	}
-	name = json_string_value(json_object_get(args, "name"));
-	newname = json_string_value(json_object_get(args, "new-name"));
-	desc = json_string_value(json_object_get(args, "description"));
-	if ((s = snap_find(snap.tree, name)) == NULL) {
-		xasprintf(&cause, "no snapshot named %s", name);
-		goto fail;
-	}
-	if (newname != NULL && !snap_name_is_valid(newname)) {
-		cause = xstrdup("invalid snapshot name: use a letter or digit, "
-		    "then letters, digits and . _ + -, at most 64 characters");
-		goto fail;
-	}
-	if (newname != NULL && snap_find(snap.tree, newname) != NULL &&
-	    snap_find(snap.tree, newname) != s) {
-		xasprintf(&cause, "a snapshot named %s exists already",
-		    newname);
-		goto fail;
-	}
-	oldname = s->name;
-	olddesc = s->description;
-	s->name = xstrdup(newname != NULL ? newname : oldname);
-	s->description = xstrdup(desc != NULL ? desc : olddesc);
-	if (snap_save(&cause) == -1) {
-		/* Not saved: the model goes back to what the file says. */
-		free(s->name);
-		free(s->description);
-		s->name = oldname;
-		s->description = olddesc;
-		goto fail;
-	}
-	free(oldname);
-	free(olddesc);
-	cmd_reply(c, snap_json(snap.tree, s), id, idlen);
-	return;
-fail:
-	cmd_refuse(c, cause, id, idlen);
 }

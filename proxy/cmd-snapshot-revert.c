@@ -201,7 +201,7 @@ revert_step(struct op *op, json_t *ret)
 
 	switch (op->stage++) {
 	case 0:
-		op_discover(op);
+		op_discover(op, DISCOVER_ALL);
 		return;
 	case 1:
 		s = snap_find(snap.tree, json_string_value(json_object_get(
@@ -218,8 +218,7 @@ revert_step(struct op *op, json_t *ret)
 		/* The tree first (a full state directory stops us here). */
 		op_tree_begin(op);
 		op->subject2 = revert_apply(op, s);
-		if (op_tree_prepare(op) == -1)
-			return;
+		op_tree_prepare(op);
 		op_attach(op, 0, run);
 		return;
 	case 2:

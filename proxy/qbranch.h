@@ -200,11 +200,19 @@ void			 snap_tree_keep_base(struct snap_tree *,
 void			 snap_tree_drop_base(struct snap_tree *, const char *);
 char			*snap_stem(const char *);
 
+/* qcow2-overlay.c: a new overlay's bytes. */
+int			 qcow2_overlay_build(uint64_t, const char *,
+			    const char *, unsigned char **, size_t *,
+			    uint64_t *, char **);
+
 /* snap-store.c: atomic files in the state directory. */
 int			 store_write(const char *, const char *, json_t *,
 			    char **);
 int			 store_prepare(const char *, const char *, json_t *,
 			    char **);
+int			 store_prepare_text(const char *, const char *,
+			    const char *, char **);
+char			*store_text(json_t *);
 int			 store_commit(const char *, const char *, char **);
 void			 store_abort(const char *, const char *);
 json_t			*store_read(const char *, const char *, char **);
@@ -435,15 +443,17 @@ struct op {
 
 	char		*s1;		/* an image at hand */
 
-	/* overlays made together */
-	json_t		*batch_jobs;	/* job id: concluded */
-	json_t		*batch_done;	/* being dismissed */
-	int		 batch_stage;
-	int		 batch_pending;	/* replies due */
-	int		 batch_waiting;	/* jobs not concluded */
-	int		 batch_sending;
-	char		*batch_error;
-	void		(*batch_resume)(struct op *, json_t *);
+	/* file work in threads (op_io) */
+	int		 io_pending;
+	int		 io_waiting;
+	char		*io_error;
+	int		 finish_deferred;
+
+	/* commands sent together (op_call_all) */
+	json_t		*replies;
+	int		 replies_due;
+	int		 sending;
+	void		(*all_resume)(struct op *, json_t *);
 
 	/* images being closed */
 	json_t		*closing;
@@ -488,10 +498,24 @@ struct snap_state {
 };
 extern struct snap_state snap;
 
+/*
+ * A piece of an operation's file work: work runs in a thread and returns
+ * NULL or an error; after, if set, sees the result in the event loop.
+ */
+struct op_io {
+	struct op	*op;
+	char		*(*work)(struct op_io *);
+	void		 (*after)(struct op_io *);
+	char		*error;
+	char		*path;
+	void		*data;
+	size_t		 len;
+	uint64_t	 file_len;
+};
+
 void		 disk_info_free(struct disk_info *, size_t);
 void		 snap_init(void);
 void		 snap_shutdown(void);
-int		 snap_save(char **);
 int		 snap_op_wants_events(void);
 int		 snap_op_blocks(const char *);
 void		 snap_op_event(json_t *);
@@ -505,15 +529,22 @@ void		 op_done(struct op *, json_t *);
 void		 op_fail(struct op *, const char *, ...)
 		    __attribute__((format(printf, 2, 3)));
 void		 op_call(struct op *, const char *, json_t *);
+void		 op_call_all(struct op *, json_t *);
+const char	*op_first_error(json_t *);
 void		 op_job(struct op *, const char *, json_t *);
 void		 op_undo_call(struct op *, const char *, json_t *);
 void		 op_undo_unlink(struct op *, const char *);
 void		 op_commit(struct op *);
 void		 op_tree_begin(struct op *);
 void		 op_paths_alloc(struct op *, size_t);
-int		 op_tree_prepare(struct op *);
-int		 op_tree_preflight(struct op *);
-void		 op_discover(struct op *);
+void		 op_tree_prepare(struct op *);
+void		 op_tree_preflight(struct op *);
+void		 op_tree_save(struct op *);
+void		 op_io(struct op *, struct op_io *);
+void		 op_io_wait(struct op *);
+#define DISCOVER_DISKS	0	/* run state, disks, exports */
+#define DISCOVER_ALL	1	/* and every open node */
+void		 op_discover(struct op *, int);
 void		 op_tree_init(struct op *);
 void		 op_node_name(const char *, char *, size_t);
 void		 op_file_node_name(const char *, char *, size_t);
@@ -523,8 +554,13 @@ int		 op_node_exported(struct op *, const char *);
 struct disk_info *op_disk(struct op *, const char *);
 void		 op_open_image(struct op *, const char *);
 void		 op_close_unused(struct op *);
-void		 op_make_overlays(struct op *);
-int		 op_batch_concluded(struct op *, const char *);
+void		 op_write_overlays(struct op *);
+void		 op_add_overlays(struct op *);
+
+/* io-thread.c: file work off the event loop. */
+void		 io_init(void);
+void		 io_shutdown(void);
+void		 io_run(void (*)(void *), void (*)(void *), void *);
 
 /* snap-attach.c */
 void		 op_attach(struct op *, int, int);

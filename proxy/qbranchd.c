@@ -251,6 +251,7 @@ main(int argc, char **argv)
 	evsignal_add(ev_term, NULL);
 	evsignal_add(ev_int, NULL);
 	evsignal_add(ev_hup, NULL);
+	io_init();
 	snap_init();
 	upstream_start(opts.qemu);
 	log_info("serving QEMU at %s on %d socket%s", opts.qemu, nlisten,
@@ -262,6 +263,7 @@ main(int argc, char **argv)
 	while ((c = TAILQ_FIRST(&clients)) != NULL)
 		client_free(c);
 	snap_shutdown();
+	io_shutdown();
 	event_free(ev_term);
 	event_free(ev_int);
 	event_free(ev_hup);

@@ -67,37 +67,36 @@ attach_step(struct op *op, json_t *ret)
 		op->i = 0;
 		/* FALLTHROUGH */
 	case 1:
-		if (!op->attach_open && op->i == 0) {
-			op->i = op->npaths;
-			op_make_overlays(op);
-			return;
-		}
-		if (op->i < op->npaths) {
-			i = op->i++;
-			/* A branch's overlay, opened as it was left. */
-			if (op_node_of(op, op->paths[i]) != NULL) {
-				op_fail(op, "%s is open in QEMU already",
-				    op->paths[i]);
-				return;
-			}
-			op_node_name(op->paths[i], node, sizeof node);
-			op_file_node_name(op->paths[i], fnode, sizeof fnode);
-			op_undo_call(op, "blockdev-del", json_pack("{s:s}",
-			    "node-name", node));
-			op_call(op, "blockdev-add", json_pack("{s:s, s:s, s:{s:s, "
-			    "s:s, s:s}, s:n}", "driver", "qcow2", "node-name",
-			    node, "file", "driver", "file", "node-name", fnode,
-			    "filename", op->paths[i], "backing"));
-			return;
-		}
 		op->astage = 2;
+		if (!op->attach_open) {
+			/* Fresh overlays over the snapshot's images. */
+			op_write_overlays(op);
+		} else {
+			/* A branch's overlays, opened as they were left. */
+			for (i = 0; i < op->npaths; i++) {
+				if (op_node_of(op, op->paths[i]) != NULL) {
+					op_fail(op, "%s is open in QEMU already",
+					    op->paths[i]);
+					return;
+				}
+			}
+		}
+		/* And the tree file, prepared: all written before a change. */
+		op_io_wait(op);
+		return;
+	case 2:
+		op->astage = 3;
+		op_add_overlays(op);
+		return;
+	case 3:
+		op->astage = 4;
 		if (op->was_running) {
 			op_undo_call(op, "cont", NULL);
 			op_call(op, "stop", NULL);
 			return;
 		}
 		/* FALLTHROUGH */
-	case 2:
+	case 4:
 		actions = json_array();
 		for (i = 0; i < op->npaths; i++) {
 			d = op_disk(op, op->devs[i]);
@@ -106,11 +105,11 @@ attach_step(struct op *op, json_t *ret)
 			    "s:s}}", "type", "blockdev-snapshot", "data", "node",
 			    d->node, "overlay", node));
 		}
-		op->astage = 3;
+		op->astage = 5;
 		op_call(op, "transaction", json_pack("{s:o}", "actions",
 		    actions));
 		return;
-	case 3:
+	case 5:
 		/* The devices run on the new tops: cut them loose. */
 		op_commit(op);
 		if (op->chain_after && op->late < op->npaths) {
@@ -127,33 +126,34 @@ attach_step(struct op *op, json_t *ret)
 			    fnode, "backing", op_node_of(op,
 			    op->backings[i])));
 		}
-		op->astage = 4;
+		op->astage = 6;
 		op_call(op, "blockdev-reopen", json_pack("{s:o}", "options",
 		    opts_));
 		return;
-	case 4:
-		op->astage = 5;
+	case 6:
+		op->astage = 7;
 		op->i = 0;
 		if (!op->no_reset) {
 			op_call(op, "system_reset", NULL);
 			return;
 		}
 		/* FALLTHROUGH */
-	case 5:
+	case 7:
 		/* The tops left behind, and what only they used, close. */
-		op->astage = 6;
+		op->astage = 8;
 		op_close_unused(op);
 		return;
-	case 6:
-		op->astage = 7;
+	case 8:
+		op->astage = 9;
 		if (op->run_after) {
 			op_call(op, "cont", NULL);
 			return;
 		}
 		/* FALLTHROUGH */
-	case 7:
+	case 9:
+		/* Once the tree file is in place. */
 		op->step = op->attach_resume;
-		op->step(op, NULL);
+		op_io_wait(op);
 		return;
 	}
 }

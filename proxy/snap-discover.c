@@ -130,33 +130,27 @@ qdev_id(const char *qdev)
 }
 
 /*
- * Discovery: run state, writable disks, open nodes and exports; then the
- * step continues with NULL. The disks must match the tree's attached branch.
+ * Discovery: run state, writable disks, exports and, unless DISCOVER_DISKS
+ * says the operation opens and closes nothing, the open nodes, asked
+ * together; then the step continues with NULL. The disks must match the
+ * tree's attached branch.
  */
-static void	discover_block(struct op *, json_t *);
-static void	discover_nodes(struct op *, json_t *);
-static void	discover_exports(struct op *, json_t *);
 static void	discover_done(struct op *, json_t *);
 
 void
-op_discover(struct op *op)
+op_discover(struct op *op, int what)
 {
+	json_t	*calls;
+
+	calls = json_pack("[{s:s}, {s:s}, {s:s}]", "execute", "query-status",
+	    "execute", "query-block", "execute", "query-block-exports");
+	if (what == DISCOVER_ALL)
+		json_array_append_new(calls, json_pack("{s:s, s:{s:b}}",
+		    "execute", "query-named-block-nodes", "arguments", "flat",
+		    1));
 	op->resume = op->step;
-	op->step = discover_block;
-	op_call(op, "query-status", NULL);
-}
-
-static void
-discover_block(struct op *op, json_t *ret)
-{
-	const char	*status = json_string_value(json_object_get(ret,
-	    "status"));
-
-	free(op->run_state);
-	op->run_state = xstrdup(status != NULL ? status : "unknown");
-	op->was_running = json_is_true(json_object_get(ret, "running"));
-	op->step = discover_nodes;
-	op_call(op, "query-block", NULL);
+	op->step = discover_done;
+	op_call_all(op, calls);
 }
 
 /* The writable disks in a query-block reply, as an array of n. */
@@ -196,15 +190,6 @@ disks_parse(json_t *ret, size_t *n)
 		    "virtual-size"));
 	}
 	return disks;
-}
-
-static void
-discover_nodes(struct op *op, json_t *ret)
-{
-	disk_info_free(op->disks, op->ndisks);
-	op->disks = disks_parse(ret, &op->ndisks);
-	op->step = discover_exports;
-	op_call(op, "query-named-block-nodes", json_pack("{s:b}", "flat", 1));
 }
 
 /* The tree before any snapshot: branch "main" on the VM's own disks. */
@@ -277,7 +262,7 @@ reconcile_step(struct op *op, json_t *ret)
 
 	switch (op->stage++) {
 	case 0:
-		op_discover(op);
+		op_discover(op, DISCOVER_ALL);
 		return;
 	case 1:
 		if ((b = branch_attached(snap.tree)) == NULL) {
@@ -382,23 +367,34 @@ snap_upstream_ready(void)
 }
 
 static void
-discover_exports(struct op *op, json_t *ret)
-{
-	json_decref(op->nodes);
-	op->nodes = json_incref(ret);
-	op->step = discover_done;
-	op_call(op, "query-block-exports", NULL);
-}
-
-static void
-discover_done(struct op *op, json_t *ret)
+discover_done(struct op *op, json_t *replies)
 {
 	struct branch		*b;
 	struct disk_info	*d;
+	const char		*error, *status;
+	json_t			*ret;
 	size_t			 i;
 
+	if ((error = op_first_error(replies)) != NULL) {
+		op_fail(op, "%s", error);
+		return;
+	}
+	ret = json_object_get(json_array_get(replies, 0), "return");
+	status = json_string_value(json_object_get(ret, "status"));
+	free(op->run_state);
+	op->run_state = xstrdup(status != NULL ? status : "unknown");
+	op->was_running = json_is_true(json_object_get(ret, "running"));
+	disk_info_free(op->disks, op->ndisks);
+	op->disks = disks_parse(json_object_get(json_array_get(replies, 1),
+	    "return"), &op->ndisks);
 	json_decref(op->exports);
-	op->exports = json_incref(ret);
+	op->exports = json_incref(json_object_get(json_array_get(replies, 2),
+	    "return"));
+	json_decref(op->nodes);
+	op->nodes = json_incref(json_object_get(json_array_get(replies, 3),
+	    "return"));
+	if (op->nodes == NULL)
+		op->nodes = json_array();
 	/* The tree's attached branch must be what QEMU runs. */
 	if ((b = branch_attached(snap.tree)) != NULL && !op->reconcile) {
 		for (i = 0; i < b->ndisks; i++) {

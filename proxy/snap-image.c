@@ -4,6 +4,8 @@
  * bottom-up so none is opened twice, and the rules for where new images may
  * go and what they are called.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -308,215 +310,169 @@ close_next(struct op *op, json_t *ret)
 }
 
 /*
- * Overlay creation, in QEMU without a fork, for every disk at once: a file
- * (blockdev-create job), its file node, the qcow2 format over the backing
- * (blockdev-create job), and the qcow2 node with no backing yet, as
- * blockdev-snapshot wants. Each step is sent for all disks together and
- * QEMU runs their jobs side by side, so an operation waits three times
- * whatever the number of disks. Each part made is recorded for undo.
- * op->paths[i] goes over op->backings[i], sized as disk op->devs[i]. The
- * step continues with NULL.
+ * Overlay creation, for every disk at once. The files are written by the
+ * proxy (qcow2-overlay.c) in threads, each created exclusively (an
+ * existing file is never overwritten) and synced with its directory:
+ * op->paths[i] goes over op->backings[i], sized as disk op->devs[i].
+ * op_io_wait() waits for them. A file made is removed if the operation
+ * fails.
  */
-static void	batch_call(struct op *, const char *, json_t *);
-static void	batch_job(struct op *, const char *, json_t *);
-static void	batch_phase(struct op *);
+#define PAGE	4096
+
+static char *
+overlay_work(struct op_io *io)
+{
+	static const char zero[PAGE];
+	char	*error = NULL, *dir, *slash;
+	int	 fd, dfd = -1;
+	ssize_t	 n;
+	size_t	 off = 0, len;
+
+	fd = open(io->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd == -1) {
+		if (errno == EEXIST)
+			xasprintf(&error, "%s exists already: qbranch never "
+			    "overwrites a file", io->path);
+		else
+			xasprintf(&error, "cannot create %s: %s", io->path,
+			    strerror(errno));
+		return error;
+	}
+	/* Only the pages that hold something: the rest is a hole. */
+	while (off < io->len) {
+		len = io->len - off < PAGE ? io->len - off : PAGE;
+		if (memcmp((char *)io->data + off, zero, len) == 0) {
+			off += len;
+			continue;
+		}
+		n = pwrite(fd, (char *)io->data + off, len, off);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			goto fail;
+		off += n;
+	}
+	if (ftruncate(fd, io->file_len) == -1 || fdatasync(fd) == -1)
+		goto fail;
+	close(fd);
+	fd = -1;
+	/* The new name must survive a crash as well as the data. */
+	dir = xstrdup(io->path);
+	slash = strrchr(dir, '/');
+	slash[slash == dir ? 1 : 0] = '\0';
+	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 ||
+	    fsync(dfd) == -1)
+		xasprintf(&error, "cannot sync directory %s: %s", dir,
+		    strerror(errno));
+	if (dfd != -1)
+		close(dfd);
+	free(dir);
+	if (error != NULL)
+		unlink(io->path);
+	return error;
+fail:
+	xasprintf(&error, "cannot write %s: %s", io->path, strerror(errno));
+	close(fd);
+	unlink(io->path);
+	return error;
+}
+
+/* A file made: removed again if the operation fails. */
+static void
+overlay_written(struct op_io *io)
+{
+	struct op	*op = io->op;
+
+	if (io->error == NULL) {
+		op_undo_unlink(op, io->path);
+		return;
+	}
+	if (op->io_error == NULL) {
+		op->io_error = io->error;
+		io->error = NULL;
+	}
+}
 
 void
-op_make_overlays(struct op *op)
+op_write_overlays(struct op *op)
 {
-	size_t	i;
+	struct op_io		*io;
+	struct disk_info	*d;
+	unsigned char		*head;
+	size_t			 i, len;
+	uint64_t		 file_len;
+	char			*cause;
 
 	for (i = 0; i < op->npaths; i++) {
-		if (access(op->paths[i], F_OK) == 0) {
-			op_fail(op, "%s exists already: qbranch never "
-			    "overwrites a file", op->paths[i]);
-			return;
+		d = op_disk(op, op->devs[i]);
+		if (qcow2_overlay_build(d->size, op->backings[i],
+		    op_backing_format(op, i), &head, &len, &file_len,
+		    &cause) == -1) {
+			if (op->io_error == NULL)
+				xasprintf(&op->io_error, "%s: %s",
+				    op->paths[i], cause);
+			free(cause);
+			continue;
 		}
+		io = xcalloc(1, sizeof *io);
+		io->work = overlay_work;
+		io->after = overlay_written;
+		io->path = xstrdup(op->paths[i]);
+		io->data = head;
+		io->len = len;
+		io->file_len = file_len;
+		op_io(op, io);
 	}
-	op->batch_resume = op->step;
-	op->batch_stage = 0;
-	json_decref(op->batch_jobs);
-	op->batch_jobs = json_object();
-	json_decref(op->batch_done);
-	op->batch_done = json_object();
-	batch_phase(op);
+}
+
+/*
+ * Opens the new overlays in QEMU, all disks together: each a qcow2 node
+ * over its file node, with no backing yet, as blockdev-snapshot wants.
+ * The step continues with NULL once all are open.
+ */
+static void	overlays_added(struct op *, json_t *);
+
+void
+op_add_overlays(struct op *op)
+{
+	json_t	*calls;
+	char	 node[40], fnode[40];
+	size_t	 i;
+
+	calls = json_array();
+	for (i = 0; i < op->npaths; i++) {
+		op_node_name(op->paths[i], node, sizeof node);
+		op_file_node_name(op->paths[i], fnode, sizeof fnode);
+		json_array_append_new(calls, json_pack("{s:s, s:{s:s, s:s, "
+		    "s:{s:s, s:s, s:s}, s:n}}", "execute", "blockdev-add",
+		    "arguments", "driver", "qcow2", "node-name", node, "file",
+		    "driver", "file", "node-name", fnode, "filename",
+		    op->paths[i], "backing"));
+	}
+	op->resume = op->step;
+	op->step = overlays_added;
+	op_call_all(op, calls);
 }
 
 static void
-batch_reply_cb(json_t *reply, void *arg)
+overlays_added(struct op *op, json_t *replies)
 {
-	struct op	*op = arg;
-	json_t		*err, *j, *ret;
-	const char	*id, *e;
+	const char	*error;
+	char		 node[40];
 	size_t		 i;
 
-	op->batch_pending--;
-	if (reply == NULL && op->batch_error == NULL)
-		op->batch_error = xstrdup("QEMU went away during the operation");
-	else if ((err = json_object_get(reply, "error")) != NULL &&
-	    op->batch_error == NULL)
-		op->batch_error = xstrdup(json_string_value(json_object_get(err,
-		    "desc")));
-	else if (json_is_array(ret = json_object_get(reply, "return"))) {
-		/* query-jobs: the errors of the jobs just concluded. */
-		json_array_foreach(ret, i, j) {
-			id = json_string_value(json_object_get(j, "id"));
-			e = json_string_value(json_object_get(j, "error"));
-			if (id != NULL && e != NULL && op->batch_error == NULL &&
-			    json_object_get(op->batch_done, id) != NULL)
-				op->batch_error = xstrdup(e);
-		}
+	for (i = 0; i < op->npaths; i++) {
+		if (json_object_get(json_array_get(replies, i), "return") ==
+		    NULL)
+			continue;
+		op_node_name(op->paths[i], node, sizeof node);
+		op_undo_call(op, "blockdev-del", json_pack("{s:s}",
+		    "node-name", node));
 	}
-	batch_phase(op);
-}
-
-static void
-batch_call(struct op *op, const char *execute, json_t *args)
-{
-	op->batch_pending++;
-	upstream_call(execute, args, batch_reply_cb, op);
-}
-
-/* The start of one job of a batch: it never runs if QEMU refused it. */
-struct batch_start {
-	struct op	*op;
-	char		 id[40];
-};
-
-static void
-batch_job_cb(json_t *reply, void *arg)
-{
-	struct batch_start	*bs = arg;
-	struct op		*op = bs->op;
-
-	if (reply == NULL || json_object_get(reply, "error") != NULL)
-		op_batch_concluded(op, bs->id);
-	free(bs);
-	batch_reply_cb(reply, op);
-}
-
-static void
-batch_job(struct op *op, const char *execute, json_t *args)
-{
-	static unsigned		 serial;
-	struct batch_start	*bs;
-
-	bs = xcalloc(1, sizeof *bs);
-	bs->op = op;
-	snprintf(bs->id, sizeof bs->id, "qbranch-mk-%u", ++serial);
-	json_object_set_new(args, "job-id", json_string(bs->id));
-	json_object_set_new(op->batch_jobs, bs->id, json_false());
-	op->batch_waiting++;
-	op->batch_pending++;
-	upstream_call(execute, args, batch_job_cb, bs);
-}
-
-/* A job of the batch concluded (from snap_op_event). */
-int
-op_batch_concluded(struct op *op, const char *id)
-{
-	json_t	*v;
-
-	if (op->batch_jobs == NULL ||
-	    (v = json_object_get(op->batch_jobs, id)) == NULL ||
-	    json_is_true(v))
-		return 0;
-	json_object_set_new(op->batch_jobs, id, json_true());
-	op->batch_waiting--;
-	batch_phase(op);
-	return 1;
-}
-
-/* Dismisses the batch's concluded jobs, after reading their errors. */
-static void
-batch_dismiss(struct op *op)
-{
-	const char	*id;
-	json_t		*v;
-	void		*tmp;
-
-	json_decref(op->batch_done);
-	op->batch_done = op->batch_jobs;
-	op->batch_jobs = json_object();
-	batch_call(op, "query-jobs", NULL);
-	json_object_foreach_safe(op->batch_done, tmp, id, v)
-		batch_call(op, "job-dismiss", json_pack("{s:s}", "id", id));
-}
-
-static void
-batch_phase(struct op *op)
-{
-	struct disk_info	*d;
-	char			 node[40], fnode[40], *error;
-	size_t			 i;
-
-	/* Replies may come back at once (QEMU gone): not while sending. */
-	if (op->batch_sending || op->batch_pending > 0 ||
-	    op->batch_waiting > 0)
-		return;
-	if (op->batch_error != NULL) {
-		if (json_object_size(op->batch_jobs) > 0) {
-			/* Dismiss what ran before failing. */
-			op->batch_sending = 1;
-			batch_dismiss(op);
-			op->batch_sending = 0;
-			batch_phase(op);
-			return;
-		}
-		error = op->batch_error;
-		op->batch_error = NULL;
-		op->step = op->batch_resume;
+	op->step = op->resume;
+	if ((error = op_first_error(replies)) != NULL) {
 		op_fail(op, "%s", error);
-		free(error);
 		return;
 	}
-	op->batch_sending = 1;
-	switch (op->batch_stage++) {
-	case 0:
-		for (i = 0; i < op->npaths; i++) {
-			op_undo_unlink(op, op->paths[i]);
-			batch_job(op, "blockdev-create", json_pack("{s:{s:s, "
-			    "s:s, s:i}}", "options", "driver", "file",
-			    "filename", op->paths[i], "size", 0));
-		}
-		break;
-	case 1:
-		batch_dismiss(op);
-		for (i = 0; i < op->npaths; i++) {
-			d = op_disk(op, op->devs[i]);
-			op_file_node_name(op->paths[i], fnode, sizeof fnode);
-			op_undo_call(op, "blockdev-del", json_pack("{s:s}",
-			    "node-name", fnode));
-			batch_call(op, "blockdev-add", json_pack("{s:s, s:s, "
-			    "s:s}", "driver", "file", "node-name", fnode,
-			    "filename", op->paths[i]));
-			batch_job(op, "blockdev-create", json_pack("{s:{s:s, "
-			    "s:s, s:I, s:s, s:s}}", "options", "driver", "qcow2",
-			    "file", fnode, "size", (json_int_t)d->size,
-			    "backing-file", op->backings[i], "backing-fmt",
-			    op_backing_format(op, i)));
-		}
-		break;
-	case 2:
-		batch_dismiss(op);
-		for (i = 0; i < op->npaths; i++) {
-			op_node_name(op->paths[i], node, sizeof node);
-			op_file_node_name(op->paths[i], fnode, sizeof fnode);
-			op_undo_call(op, "blockdev-del", json_pack("{s:s}",
-			    "node-name", node));
-			batch_call(op, "blockdev-add", json_pack("{s:s, s:s, s:s, "
-			    "s:n}", "driver", "qcow2", "node-name", node, "file",
-			    fnode, "backing"));
-		}
-		break;
-	default:
-		op->batch_sending = 0;
-		json_decref(op->batch_jobs);
-		op->batch_jobs = NULL;
-		op->step = op->batch_resume;
-		op->step(op, NULL);
-		return;
-	}
-	op->batch_sending = 0;
-	batch_phase(op);
+	op->step(op, NULL);
 }

@@ -71,21 +71,6 @@ snap_shutdown(void)
 	snap.broken = NULL;
 }
 
-/* Saves the tree. Returns -1 with *cause when it cannot. */
-int
-snap_save(char **cause)
-{
-	json_t	*v;
-	int	 ret;
-
-	if (opts.state_dir == NULL)
-		return 0;
-	v = snap_tree_to_json(snap.tree);
-	ret = store_write(opts.state_dir, SNAP_TREE_FILE, v, cause);
-	json_decref(v);
-	return ret;
-}
-
 /* Whether an operation runs (and QEMU's events must be looked at). */
 int
 snap_op_wants_events(void)
@@ -184,6 +169,11 @@ op_finish(struct op *op)
 	struct client	*c = op->client;
 	size_t		 i;
 
+	if (op->io_pending > 0) {
+		/* A thread still writes for it: it ends when that is done. */
+		op->finish_deferred = 1;
+		return;
+	}
 	snap.op = NULL;
 	progress_stop(op);
 	if (op->on_end != NULL)
@@ -200,14 +190,13 @@ op_finish(struct op *op)
 	json_decref(op->result);
 	json_decref(op->opening);
 	json_decref(op->closing);
-	json_decref(op->batch_jobs);
-	json_decref(op->batch_done);
-	free(op->batch_error);
+	json_decref(op->replies);
 	json_decref(op->tree_backup);
 	free(op->commit_error);
 	free(op->run_state);
 	free(op->error);
 	free(op->job_error);
+	free(op->io_error);
 	free(op->id);
 	free(op->s1);
 	free(op->name);
@@ -291,11 +280,96 @@ op_undo_next(struct op *op, json_t *ret)
 }
 
 /*
+ * File work of an operation (the tree file, new overlays) runs in threads
+ * (io-thread.c) while QEMU's part goes on. op_io_wait() holds the step
+ * until every piece is done, then continues it with NULL, or fails the
+ * operation with the first error of a piece that can fail it.
+ */
+static void
+op_io_work(void *arg)
+{
+	struct op_io	*io = arg;
+
+	io->error = io->work(io);
+}
+
+static void
+op_io_done(void *arg)
+{
+	struct op_io	*io = arg;
+	struct op	*op = io->op;
+
+	op->io_pending--;
+	if (io->after != NULL)
+		io->after(io);
+	else if (io->error != NULL && op->io_error == NULL) {
+		op->io_error = io->error;
+		io->error = NULL;
+	}
+	free(io->error);
+	free(io->path);
+	free(io->data);
+	free(io);
+	if (op->io_pending > 0)
+		return;
+	if (op->finish_deferred) {
+		op_finish(op);
+		return;
+	}
+	if (op->io_waiting)
+		op_io_wait(op);
+}
+
+/* Starts io->work(io) in a thread; io (allocated) is freed after it. */
+void
+op_io(struct op *op, struct op_io *io)
+{
+	io->op = op;
+	op->io_pending++;
+	io_run(op_io_work, op_io_done, io);
+}
+
+void
+op_io_wait(struct op *op)
+{
+	char	*error;
+
+	if (op->io_pending > 0) {
+		op->io_waiting = 1;
+		return;
+	}
+	op->io_waiting = 0;
+	if ((error = op->io_error) != NULL) {
+		op->io_error = NULL;
+		op_fail(op, "%s", error);
+		free(error);
+		return;
+	}
+	op->step(op, NULL);
+}
+
+static struct op_io *
+tree_io(char *(*work)(struct op_io *), void (*after)(struct op_io *))
+{
+	struct op_io	*io;
+	json_t		*v;
+
+	io = xcalloc(1, sizeof *io);
+	io->work = work;
+	io->after = after;
+	v = snap_tree_to_json(snap.tree);
+	io->data = store_text(v);
+	json_decref(v);
+	return io;
+}
+
+/*
  * The tree changes in two phases around QEMU's irreversible step. Before
  * it, op_tree_begin() keeps a copy, the model is changed, and
  * op_tree_prepare() writes it to a prepared file: a full or read-only state
  * directory fails there, while nothing has changed yet. op_commit() then
  * puts the file in place; a failure before that brings the model back.
+ * Both write in a thread: op_io_wait() waits for them.
  */
 void
 op_tree_begin(struct op *op)
@@ -304,40 +378,67 @@ op_tree_begin(struct op *op)
 	op->tree_backup = snap_tree_to_json(snap.tree);
 }
 
-int
+static char *
+tree_prepare_work(struct op_io *io)
+{
+	char	*cause = NULL, *error;
+
+	if (store_prepare_text(opts.state_dir, SNAP_TREE_FILE,
+	    io->data, &cause) == 0)
+		return NULL;
+	xasprintf(&error, "%s; nothing was changed", cause);
+	free(cause);
+	return error;
+}
+
+static void
+tree_prepared(struct op_io *io)
+{
+	struct op	*op = io->op;
+
+	if (io->error == NULL && op->undoing) {
+		/* The operation failed meanwhile: the tree stays as it was. */
+		store_abort(opts.state_dir, SNAP_TREE_FILE);
+		return;
+	}
+	if (io->error == NULL) {
+		op->tree_prepared = 1;
+		return;
+	}
+	if (op->io_error == NULL) {
+		op->io_error = io->error;
+		io->error = NULL;
+	}
+}
+
+void
 op_tree_prepare(struct op *op)
 {
-	json_t	*v;
-	char	*cause = NULL;
-	int	 ret = 0;
-
-	if (opts.state_dir != NULL) {
-		v = snap_tree_to_json(snap.tree);
-		ret = store_prepare(opts.state_dir, SNAP_TREE_FILE, v, &cause);
-		json_decref(v);
-	}
-	if (ret == -1) {
-		op_fail(op, "%s; nothing was changed", cause);
-		free(cause);
-		return -1;
-	}
-	op->tree_prepared = 1;
-	return 0;
+	if (opts.state_dir == NULL)
+		return;
+	op_io(op, tree_io(tree_prepare_work, tree_prepared));
 }
 
 /*
  * For operations whose new tree is known only at their end: checks that
  * the state directory takes a tree file now, before anything changes.
  */
-int
+static char *
+tree_preflight_work(struct op_io *io)
+{
+	char	*error;
+
+	if ((error = tree_prepare_work(io)) == NULL)
+		store_abort(opts.state_dir, SNAP_TREE_FILE);
+	return error;
+}
+
+void
 op_tree_preflight(struct op *op)
 {
-	if (op_tree_prepare(op) == -1)
-		return -1;
-	if (opts.state_dir != NULL)
-		store_abort(opts.state_dir, SNAP_TREE_FILE);
-	op->tree_prepared = 0;
-	return 0;
+	if (opts.state_dir == NULL)
+		return;
+	op_io(op, tree_io(tree_preflight_work, NULL));
 }
 
 /* Brings the model back to what it was at op_tree_begin(). */
@@ -386,29 +487,74 @@ op_undo_unlink(struct op *op, const char *path)
 	json_array_append_new(op->undo, json_pack("{s:s}", "unlink", path));
 }
 
+/* A tree file that could not be put in place, after QEMU changed. */
+static void
+tree_committed(struct op_io *io)
+{
+	struct op	*op = io->op;
+
+	if (io->error == NULL)
+		return;
+	log_warnx("%s", io->error);
+	if (op->error == NULL && op->commit_error == NULL) {
+		op->commit_error = io->error;
+		io->error = NULL;
+	}
+}
+
+static char *
+tree_commit_work(struct op_io *io)
+{
+	char	*cause = NULL;
+
+	store_commit(opts.state_dir, SNAP_TREE_FILE, &cause);
+	return cause;
+}
+
 /*
  * QEMU has changed for good: nothing will be undone any more, and the
- * prepared tree file takes the place of the old one.
+ * prepared tree file takes the place of the old one (in a thread: see
+ * op_io_wait(); a failure is op->commit_error).
  */
 void
 op_commit(struct op *op)
 {
-	char	*cause = NULL;
+	struct op_io	*io;
 
 	json_array_clear(op->undo);
-	if (op->tree_prepared) {
-		op->tree_prepared = 0;
-		json_decref(op->tree_backup);
-		op->tree_backup = NULL;
-		if (opts.state_dir != NULL && store_commit(opts.state_dir,
-		    SNAP_TREE_FILE, &cause) == -1) {
-			log_warnx("%s", cause);
-			if (op->error == NULL)
-				op->commit_error = cause;
-			else
-				free(cause);
-		}
-	}
+	if (!op->tree_prepared)
+		return;
+	op->tree_prepared = 0;
+	json_decref(op->tree_backup);
+	op->tree_backup = NULL;
+	io = xcalloc(1, sizeof *io);
+	io->work = tree_commit_work;
+	io->after = tree_committed;
+	op_io(op, io);
+}
+
+static char *
+tree_save_work(struct op_io *io)
+{
+	char	*cause = NULL;
+
+	if (store_prepare_text(opts.state_dir, SNAP_TREE_FILE,
+	    io->data, &cause) == 0)
+		store_commit(opts.state_dir, SNAP_TREE_FILE, &cause);
+	return cause;
+}
+
+/*
+ * Writes the tree as it is now, for operations that change QEMU before
+ * their tree is known (after op_tree_preflight()): a failure is
+ * op->commit_error once op_io_wait() continues.
+ */
+void
+op_tree_save(struct op *op)
+{
+	if (opts.state_dir == NULL)
+		return;
+	op_io(op, tree_io(tree_save_work, tree_committed));
 }
 
 /* Sends a command; the step continues with its "return" (args stolen). */
@@ -444,6 +590,89 @@ op_reply_cb(json_t *reply, void *arg)
 	}
 	op->tolerate = 0;
 	op->step(op, json_object_get(reply, "return"));
+}
+
+/*
+ * Commands sent together: QEMU answers them in order while the replies of
+ * the first are on their way. The step continues with the array of every
+ * reply, {"return": ...} or {"error": ...}, once all are in.
+ */
+struct call_slot {
+	struct op	*op;
+	size_t		 index;
+};
+
+static void
+all_continue(struct op *op)
+{
+	json_t	*replies;
+
+	/* Replies may come back at once (QEMU gone): not while sending. */
+	if (op->sending || op->replies_due > 0)
+		return;
+	replies = op->replies;
+	op->replies = NULL;
+	op->step = op->all_resume;
+	op->step(op, replies);
+	json_decref(replies);
+}
+
+static void
+all_reply_cb(json_t *reply, void *arg)
+{
+	struct call_slot	*slot = arg;
+	struct op		*op = slot->op;
+
+	if (reply == NULL)
+		reply = json_pack("{s:{s:s, s:s}}", "error", "class",
+		    "GenericError", "desc", "QEMU went away during the "
+		    "operation");
+	else
+		json_incref(reply);
+	json_array_set_new(op->replies, slot->index, reply);
+	free(slot);
+	op->replies_due--;
+	all_continue(op);
+}
+
+/* Sends every call of calls ([{execute, arguments?}], stolen) at once. */
+void
+op_call_all(struct op *op, json_t *calls)
+{
+	struct call_slot	*slot;
+	json_t			*c;
+	size_t			 i;
+
+	op->all_resume = op->step;
+	op->replies = json_array();
+	op->sending = 1;
+	json_array_foreach(calls, i, c) {
+		json_array_append_new(op->replies, json_null());
+		slot = xcalloc(1, sizeof *slot);
+		slot->op = op;
+		slot->index = i;
+		op->replies_due++;
+		upstream_call(json_string_value(json_object_get(c, "execute")),
+		    json_incref(json_object_get(c, "arguments")), all_reply_cb,
+		    slot);
+	}
+	json_decref(calls);
+	op->sending = 0;
+	all_continue(op);
+}
+
+/* The first error's text among replies from op_call_all(), or NULL. */
+const char *
+op_first_error(json_t *replies)
+{
+	json_t	*r, *err;
+	size_t	 i;
+
+	json_array_foreach(replies, i, r) {
+		if ((err = json_object_get(r, "error")) != NULL)
+			return json_string_value(json_object_get(err, "desc"));
+	}
+	return NULL;
 }
 
 #define PROGRESS_INTERVAL_MS	200
@@ -549,8 +778,7 @@ snap_op_event(json_t *ev)
 		if (id == NULL || status == NULL ||
 		    strcmp(status, "concluded") != 0)
 			return;
-		if (op_batch_concluded(op, id) || strcmp(id, op->job) != 0 ||
-		    op->job_concluded)
+		if (strcmp(id, op->job) != 0 || op->job_concluded)
 			return;
 		op->job_concluded = 1;
 		if (op->job_started)

@@ -21,15 +21,40 @@ int
 store_prepare(const char *dir, const char *name, json_t *value,
     char **cause)
 {
-	char	*tmp = NULL, *text;
-	size_t	 len, off = 0;
-	ssize_t	 n;
-	int	 fd = -1, ret = -1;
+	char	*text;
+	int	 ret;
+
+	text = store_text(value);
+	ret = store_prepare_text(dir, name, text, cause);
+	free(text);
+	return ret;
+}
+
+/* The text of a state file (free it). */
+char *
+store_text(json_t *value)
+{
+	char	*text;
 
 	text = json_dumps(value, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
 	if (text == NULL)
 		fatalx("json_dumps");
-	len = strlen(text);
+	return text;
+}
+
+/*
+ * store_prepare() from the text: touches no JSON, so it may run in a
+ * thread while the event loop goes on.
+ */
+int
+store_prepare_text(const char *dir, const char *name, const char *text,
+    char **cause)
+{
+	char	*tmp = NULL;
+	size_t	 len = strlen(text), off = 0;
+	ssize_t	 n;
+	int	 fd = -1, ret = -1;
+
 	xasprintf(&tmp, "%s/.%s.tmp", dir, name);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd == -1)
@@ -54,7 +79,6 @@ fail:
 		close(fd);
 	unlink(tmp);
 out:
-	free(text);
 	free(tmp);
 	return ret;
 }
