@@ -311,118 +311,176 @@ close_next(struct op *op, json_t *ret)
 
 /*
  * Overlay creation, for every disk at once. The files are written by the
- * proxy (qcow2-overlay.c) in threads, each created exclusively (an
- * existing file is never overwritten) and synced with its directory:
- * op->paths[i] goes over op->backings[i], sized as disk op->devs[i].
- * op_io_wait() waits for them. A file made is removed if the operation
- * fails.
+ * proxy (qcow2-overlay.c) in a thread, each created exclusively (an
+ * existing file is never overwritten), then synced with their
+ * directories: op->paths[i] goes over op->backings[i], sized as disk
+ * op->devs[i]. op_io_wait() waits for them. The files made are removed
+ * if the operation fails.
  */
+struct overlay_batch {
+	size_t		 n;		/* to write */
+	size_t		 nheads;	/* built */
+	char		**paths;	/* borrowed from the op */
+	unsigned char	**heads;
+	size_t		*lens;
+	uint64_t	*file_lens;
+	int		*fds;
+};
+
 #define PAGE	4096
 
-static char *
-overlay_work(struct op_io *io)
+/* Writes one overlay into its open file: only the pages that hold data. */
+static int
+overlay_fill(int fd, const unsigned char *head, size_t len,
+    uint64_t file_len)
 {
-	static const char zero[PAGE];
-	char	*error = NULL, *dir, *slash;
-	int	 fd, dfd = -1;
-	ssize_t	 n;
-	size_t	 off = 0, len;
+	static const unsigned char zero[PAGE];
+	size_t	off = 0, n;
+	ssize_t	w;
 
-	fd = open(io->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (fd == -1) {
-		if (errno == EEXIST)
-			xasprintf(&error, "%s exists already: qbranch never "
-			    "overwrites a file", io->path);
-		else
-			xasprintf(&error, "cannot create %s: %s", io->path,
-			    strerror(errno));
-		return error;
-	}
-	/* Only the pages that hold something: the rest is a hole. */
-	while (off < io->len) {
-		len = io->len - off < PAGE ? io->len - off : PAGE;
-		if (memcmp((char *)io->data + off, zero, len) == 0) {
-			off += len;
+	while (off < len) {
+		n = len - off < PAGE ? len - off : PAGE;
+		if (memcmp(head + off, zero, n) == 0) {
+			off += n;
 			continue;
 		}
-		n = pwrite(fd, (char *)io->data + off, len, off);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1)
-			goto fail;
-		off += n;
+		if ((w = pwrite(fd, head + off, n, off)) == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		off += w;
 	}
-	if (ftruncate(fd, io->file_len) == -1 || fdatasync(fd) == -1)
-		goto fail;
-	close(fd);
-	fd = -1;
-	/* The new name must survive a crash as well as the data. */
-	dir = xstrdup(io->path);
-	slash = strrchr(dir, '/');
+	return ftruncate(fd, file_len);
+}
+
+/* Syncs the directory of path: the new name must survive a crash too. */
+static int
+sync_dir_of(const char *path)
+{
+	char	*dir = xstrdup(path), *slash = strrchr(dir, '/');
+	int	 fd, ret = -1;
+
 	slash[slash == dir ? 1 : 0] = '\0';
-	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 ||
-	    fsync(dfd) == -1)
-		xasprintf(&error, "cannot sync directory %s: %s", dir,
-		    strerror(errno));
-	if (dfd != -1)
-		close(dfd);
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1) {
+		ret = fsync(fd);
+		close(fd);
+	}
 	free(dir);
-	if (error != NULL)
-		unlink(io->path);
-	return error;
-fail:
-	xasprintf(&error, "cannot write %s: %s", io->path, strerror(errno));
-	close(fd);
-	unlink(io->path);
+	return ret;
+}
+
+/*
+ * All files first, then the syncs: the first sync commits every new file
+ * to the journal at once, the others find little left to do.
+ */
+static char *
+overlays_work(struct op_io *io)
+{
+	struct overlay_batch	*ob = io->data;
+	char			*error = NULL;
+	size_t			 i, k;
+
+	for (i = 0; i < ob->n; i++)
+		ob->fds[i] = -1;
+	for (i = 0; i < ob->n && error == NULL; i++) {
+		ob->fds[i] = open(ob->paths[i], O_WRONLY | O_CREAT | O_EXCL |
+		    O_CLOEXEC, 0644);
+		if (ob->fds[i] == -1 && errno == EEXIST)
+			xasprintf(&error, "%s exists already: qbranch never "
+			    "overwrites a file", ob->paths[i]);
+		else if (ob->fds[i] == -1)
+			xasprintf(&error, "cannot create %s: %s", ob->paths[i],
+			    strerror(errno));
+		else if (overlay_fill(ob->fds[i], ob->heads[i], ob->lens[i],
+		    ob->file_lens[i]) == -1)
+			xasprintf(&error, "cannot write %s: %s", ob->paths[i],
+			    strerror(errno));
+	}
+	for (i = 0; i < ob->n && error == NULL; i++) {
+		if (fdatasync(ob->fds[i]) == -1)
+			xasprintf(&error, "cannot write %s: %s", ob->paths[i],
+			    strerror(errno));
+	}
+	for (i = 0; i < ob->n && error == NULL; i++) {
+		for (k = 0; k < i; k++) {
+			if (strcmp(ob->paths[k], ob->paths[i]) == 0)
+				break;
+		}
+		if (k == i && sync_dir_of(ob->paths[i]) == -1)
+			xasprintf(&error, "cannot sync the directory of %s: %s",
+			    ob->paths[i], strerror(errno));
+	}
+	for (i = 0; i < ob->n; i++) {
+		if (ob->fds[i] == -1)
+			continue;
+		close(ob->fds[i]);
+		if (error != NULL)
+			unlink(ob->paths[i]);
+	}
 	return error;
 }
 
-/* A file made: removed again if the operation fails. */
+/* The files made: removed again if the operation fails. */
 static void
-overlay_written(struct op_io *io)
+overlays_written(struct op_io *io)
 {
-	struct op	*op = io->op;
+	struct overlay_batch	*ob = io->data;
+	struct op		*op = io->op;
+	size_t			 i;
 
 	if (io->error == NULL) {
-		op_undo_unlink(op, io->path);
-		return;
-	}
-	if (op->io_error == NULL) {
+		for (i = 0; i < ob->n; i++)
+			op_undo_unlink(op, ob->paths[i]);
+	} else if (op->io_error == NULL) {
 		op->io_error = io->error;
 		io->error = NULL;
 	}
+	for (i = 0; i < ob->nheads; i++)
+		free(ob->heads[i]);
+	free(ob->heads);
+	free(ob->lens);
+	free(ob->file_lens);
+	free(ob->fds);
+	free(ob);
+	io->data = NULL;
 }
 
 void
 op_write_overlays(struct op *op)
 {
+	struct overlay_batch	*ob;
 	struct op_io		*io;
 	struct disk_info	*d;
-	unsigned char		*head;
-	size_t			 i, len;
-	uint64_t		 file_len;
+	size_t			 i;
 	char			*cause;
 
-	for (i = 0; i < op->npaths; i++) {
+	ob = xcalloc(1, sizeof *ob);
+	ob->n = op->npaths;
+	ob->paths = op->paths;
+	ob->heads = xcalloc(ob->n, sizeof *ob->heads);
+	ob->lens = xcalloc(ob->n, sizeof *ob->lens);
+	ob->file_lens = xcalloc(ob->n, sizeof *ob->file_lens);
+	ob->fds = xcalloc(ob->n, sizeof *ob->fds);
+	ob->nheads = ob->n;
+	for (i = 0; i < ob->n; i++) {
 		d = op_disk(op, op->devs[i]);
 		if (qcow2_overlay_build(d->size, op->backings[i],
-		    op_backing_format(op, i), &head, &len, &file_len,
-		    &cause) == -1) {
+		    op_backing_format(op, i), &ob->heads[i], &ob->lens[i],
+		    &ob->file_lens[i], &cause) == -1) {
 			if (op->io_error == NULL)
 				xasprintf(&op->io_error, "%s: %s",
 				    op->paths[i], cause);
 			free(cause);
-			continue;
+			ob->n = 0;	/* nothing is written */
+			break;
 		}
-		io = xcalloc(1, sizeof *io);
-		io->work = overlay_work;
-		io->after = overlay_written;
-		io->path = xstrdup(op->paths[i]);
-		io->data = head;
-		io->len = len;
-		io->file_len = file_len;
-		op_io(op, io);
 	}
+	io = xcalloc(1, sizeof *io);
+	io->work = overlays_work;
+	io->after = overlays_written;
+	io->data = ob;
+	op_io(op, io);
 }
 
 /*
