@@ -99,6 +99,7 @@ void	 qmp_requote(struct buf *, const char *, size_t);
 char	*qmp_error_reply(const char *, const char *, const char *, size_t);
 char	*qmp_return_reply(const char *, const char *, size_t);
 char	*qmp_json_quote(const char *);
+void	 qmp_quote_into(struct buf *, const char *);
 
 /* request.c: the shape QEMU requires of a command, checked before use. */
 struct qmp_request {
@@ -169,7 +170,7 @@ struct snap_tree {
 struct snap_tree	*snap_tree_new(void);
 void			 snap_tree_free(struct snap_tree *);
 struct snap_tree	*snap_tree_from_json(json_t *, char **);
-json_t			*snap_tree_to_json(const struct snap_tree *);
+char			*snap_tree_text(const struct snap_tree *);
 int			 snap_name_is_valid(const char *);
 struct snapshot		*snap_find(const struct snap_tree *, const char *);
 struct branch		*branch_find(const struct snap_tree *, const char *);
@@ -206,13 +207,8 @@ int			 qcow2_overlay_build(uint64_t, const char *,
 			    uint64_t *, char **);
 
 /* snap-store.c: atomic files in the state directory. */
-int			 store_write(const char *, const char *, json_t *,
+int			 store_prepare(const char *, const char *, const char *,
 			    char **);
-int			 store_prepare(const char *, const char *, json_t *,
-			    char **);
-int			 store_prepare_text(const char *, const char *,
-			    const char *, char **);
-char			*store_text(json_t *);
 int			 store_commit(const char *, const char *, char **);
 void			 store_abort(const char *, const char *);
 json_t			*store_read(const char *, const char *, char **);
@@ -419,7 +415,8 @@ struct op {
 	int		 undoing;
 	char		*error;
 	json_t		*undo;		/* what to do to take it back */
-	json_t		*tree_backup;	/* the model before the change */
+	char		*tree_backup;	/* the model before the change */
+	char		*tree_text;	/* the prepared tree file's text */
 	int		 tree_prepared;	/* the new tree file is written */
 	char		*commit_error;	/* the tree file could not replace */
 	json_t		*result;
@@ -491,6 +488,7 @@ struct op {
 
 struct snap_state {
 	struct snap_tree	*tree;
+	char			*text;		/* the tree as last written */
 	char			*broken;	/* why the tree is unusable */
 	struct op		*op;		/* the one running */
 	int			 reconciling;	/* clients wait for it */

@@ -58,27 +58,31 @@ qmp_requote(struct buf *b, const char *p, size_t len)
 }
 
 /*
- * Returns s as a new JSON string literal. Bytes that are not valid UTF-8
+ * Appends s as a JSON string literal. Bytes that are not valid UTF-8
  * become U+FFFD, as QEMU's JSON writer does.
  */
-char *
-qmp_json_quote(const char *s)
+void
+qmp_quote_into(struct buf *b, const char *s)
 {
-	struct buf		 b = { NULL, 0, 0 };
 	const unsigned char	*p = (const unsigned char *)s;
 	char			 tmp[8];
 	size_t			 n, i;
 
-	buf_add(&b, "\"", 1);
+	buf_add(b, "\"", 1);
 	while (*p != '\0') {
 		if (*p == '"' || *p == '\\') {
-			buf_add(&b, "\\", 1);
-			buf_add(&b, p++, 1);
+			buf_add(b, "\\", 1);
+			buf_add(b, p++, 1);
 		} else if (*p < 0x20 || *p == 0x7f) {
 			snprintf(tmp, sizeof tmp, "\\u%04X", *p++);
-			buf_addstr(&b, tmp);
+			buf_addstr(b, tmp);
 		} else if (*p < 0x80) {
-			buf_add(&b, p++, 1);
+			/* A run of plain ASCII goes in at once. */
+			for (n = 1; p[n] >= 0x20 && p[n] < 0x7f && p[n] != '"' &&
+			    p[n] != '\\'; n++)
+				;
+			buf_add(b, p, n);
+			p += n;
 		} else {
 			n = *p >= 0xF0 && *p < 0xF5 ? 4 : *p >= 0xE0 &&
 			    *p < 0xF0 ? 3 : *p >= 0xC2 && *p < 0xE0 ? 2 : 0;
@@ -87,15 +91,24 @@ qmp_json_quote(const char *s)
 					n = 0;
 			}
 			if (n == 0) {
-				buf_addstr(&b, "\\uFFFD");
+				buf_addstr(b, "\\uFFFD");
 				p++;
 			} else {
-				buf_add(&b, p, n);
+				buf_add(b, p, n);
 				p += n;
 			}
 		}
 	}
-	buf_add(&b, "\"", 1);
+	buf_add(b, "\"", 1);
+}
+
+/* s as a new JSON string literal. */
+char *
+qmp_json_quote(const char *s)
+{
+	struct buf	b = { NULL, 0, 0 };
+
+	qmp_quote_into(&b, s);
 	return b.data;
 }
 

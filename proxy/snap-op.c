@@ -67,6 +67,8 @@ snap_shutdown(void)
 {
 	snap_tree_free(snap.tree);
 	snap.tree = NULL;
+	free(snap.text);
+	snap.text = NULL;
 	free(snap.broken);
 	snap.broken = NULL;
 }
@@ -175,6 +177,11 @@ op_finish(struct op *op)
 		return;
 	}
 	snap.op = NULL;
+	if (op->error != NULL || op->commit_error != NULL) {
+		/* The model may differ from the last text written. */
+		free(snap.text);
+		snap.text = NULL;
+	}
 	progress_stop(op);
 	if (op->on_end != NULL)
 		op->on_end(op);
@@ -191,7 +198,8 @@ op_finish(struct op *op)
 	json_decref(op->opening);
 	json_decref(op->closing);
 	json_decref(op->replies);
-	json_decref(op->tree_backup);
+	free(op->tree_backup);
+	free(op->tree_text);
 	free(op->commit_error);
 	free(op->run_state);
 	free(op->error);
@@ -352,15 +360,20 @@ static struct op_io *
 tree_io(char *(*work)(struct op_io *), void (*after)(struct op_io *))
 {
 	struct op_io	*io;
-	json_t		*v;
 
 	io = xcalloc(1, sizeof *io);
 	io->work = work;
 	io->after = after;
-	v = snap_tree_to_json(snap.tree);
-	io->data = store_text(v);
-	json_decref(v);
+	io->data = snap_tree_text(snap.tree);
 	return io;
+}
+
+/* The tree's text as the file will have it once this write is done. */
+static void
+tree_text_is(const char *text)
+{
+	free(snap.text);
+	snap.text = xstrdup(text);
 }
 
 /*
@@ -374,8 +387,11 @@ tree_io(char *(*work)(struct op_io *), void (*after)(struct op_io *))
 void
 op_tree_begin(struct op *op)
 {
-	json_decref(op->tree_backup);
-	op->tree_backup = snap_tree_to_json(snap.tree);
+	/* The text last written is the model as it is: no need to redo it. */
+	if (snap.text == NULL)
+		snap.text = snap_tree_text(snap.tree);
+	free(op->tree_backup);
+	op->tree_backup = xstrdup(snap.text);
 }
 
 static char *
@@ -383,7 +399,7 @@ tree_prepare_work(struct op_io *io)
 {
 	char	*cause = NULL, *error;
 
-	if (store_prepare_text(opts.state_dir, SNAP_TREE_FILE,
+	if (store_prepare(opts.state_dir, SNAP_TREE_FILE,
 	    io->data, &cause) == 0)
 		return NULL;
 	xasprintf(&error, "%s; nothing was changed", cause);
@@ -403,6 +419,8 @@ tree_prepared(struct op_io *io)
 	}
 	if (io->error == NULL) {
 		op->tree_prepared = 1;
+		free(op->tree_text);
+		op->tree_text = xstrdup(io->data);
 		return;
 	}
 	if (op->io_error == NULL) {
@@ -414,8 +432,13 @@ tree_prepared(struct op_io *io)
 void
 op_tree_prepare(struct op *op)
 {
-	if (opts.state_dir == NULL)
+	if (opts.state_dir == NULL) {
+		/* No file: only the model's text is kept. */
+		free(op->tree_text);
+		op->tree_text = snap_tree_text(snap.tree);
+		op->tree_prepared = 1;
 		return;
+	}
 	op_io(op, tree_io(tree_prepare_work, tree_prepared));
 }
 
@@ -446,19 +469,21 @@ static void
 op_tree_rollback(struct op *op)
 {
 	struct snap_tree	*t;
+	json_t			*v;
 	char			*cause = NULL;
 
 	if (op->tree_backup == NULL)
 		return;
-	t = snap_tree_from_json(op->tree_backup, &cause);
-	if (t == NULL)
+	v = json_loads(op->tree_backup, 0, NULL);
+	if (v == NULL || (t = snap_tree_from_json(v, &cause)) == NULL)
 		fatalx("tree copy unreadable: %s", cause);
+	json_decref(v);
 	snap_tree_free(snap.tree);
 	snap.tree = t;
 	if (op->tree_prepared && opts.state_dir != NULL)
 		store_abort(opts.state_dir, SNAP_TREE_FILE);
 	op->tree_prepared = 0;
-	json_decref(op->tree_backup);
+	free(op->tree_backup);
 	op->tree_backup = NULL;
 }
 
@@ -525,8 +550,13 @@ op_commit(struct op *op)
 	if (!op->tree_prepared)
 		return;
 	op->tree_prepared = 0;
-	json_decref(op->tree_backup);
+	free(op->tree_backup);
 	op->tree_backup = NULL;
+	free(snap.text);
+	snap.text = op->tree_text;
+	op->tree_text = NULL;
+	if (opts.state_dir == NULL)
+		return;
 	io = xcalloc(1, sizeof *io);
 	io->work = tree_commit_work;
 	io->after = tree_committed;
@@ -538,7 +568,7 @@ tree_save_work(struct op_io *io)
 {
 	char	*cause = NULL;
 
-	if (store_prepare_text(opts.state_dir, SNAP_TREE_FILE,
+	if (store_prepare(opts.state_dir, SNAP_TREE_FILE,
 	    io->data, &cause) == 0)
 		store_commit(opts.state_dir, SNAP_TREE_FILE, &cause);
 	return cause;
@@ -552,9 +582,16 @@ tree_save_work(struct op_io *io)
 void
 op_tree_save(struct op *op)
 {
-	if (opts.state_dir == NULL)
+	struct op_io	*io;
+
+	if (opts.state_dir == NULL) {
+		free(snap.text);
+		snap.text = NULL;
 		return;
-	op_io(op, tree_io(tree_save_work, tree_committed));
+	}
+	io = tree_io(tree_save_work, tree_committed);
+	tree_text_is(io->data);
+	op_io(op, io);
 }
 
 /* Sends a command; the step continues with its "return" (args stolen). */

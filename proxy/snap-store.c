@@ -13,41 +13,13 @@
 #include "qbranch.h"
 
 /*
- * First half of an atomic write: value goes into a temporary file beside
+ * First half of an atomic write: text goes into a temporary file beside
  * dir/name, synced. The old file is untouched until store_commit(); a full
- * or read-only disk shows here, before anything else changes.
+ * or read-only disk shows here, before anything else changes. Touches no
+ * JSON, so it may run in a thread while the event loop goes on.
  */
 int
-store_prepare(const char *dir, const char *name, json_t *value,
-    char **cause)
-{
-	char	*text;
-	int	 ret;
-
-	text = store_text(value);
-	ret = store_prepare_text(dir, name, text, cause);
-	free(text);
-	return ret;
-}
-
-/* The text of a state file (free it). */
-char *
-store_text(json_t *value)
-{
-	char	*text;
-
-	text = json_dumps(value, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
-	if (text == NULL)
-		fatalx("json_dumps");
-	return text;
-}
-
-/*
- * store_prepare() from the text: touches no JSON, so it may run in a
- * thread while the event loop goes on.
- */
-int
-store_prepare_text(const char *dir, const char *name, const char *text,
+store_prepare(const char *dir, const char *name, const char *text,
     char **cause)
 {
 	char	*tmp = NULL;
@@ -115,15 +87,6 @@ store_commit(const char *dir, const char *name, char **cause)
 	free(path);
 	free(tmp);
 	return ret;
-}
-
-/* Writes value as dir/name atomically. Returns -1 with *cause on failure. */
-int
-store_write(const char *dir, const char *name, json_t *value, char **cause)
-{
-	if (store_prepare(dir, name, value, cause) == -1)
-		return -1;
-	return store_commit(dir, name, cause);
 }
 
 /*
