@@ -1,6 +1,7 @@
 /*
  * cmd-query-disks.c: qbranch-query-disks, each writable disk with its whole
- * backing chain as QEMU reports it (query-block), top first.
+ * backing chain as QEMU reports it (query-block), top first, and whether
+ * the tree manages it.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,7 @@ query_disks_cb(json_t *reply, void *arg)
 	struct query_disks	*q = arg;
 	struct client		*c;
 	json_t			*out, *b, *ins, *img, *chain, *node;
+	const struct branch	*br;
 	const char		*qdev, *dev, *slash;
 	size_t			 i;
 
@@ -102,8 +104,11 @@ query_disks_cb(json_t *reply, void *arg)
 		}
 		json_object_set(json_array_get(chain, 0), "node-name",
 		    json_object_get(ins, "node-name"));
-		json_array_append_new(out, json_pack("{s:o, s:o}", "device",
-		    b, "chain", chain));
+		/* Excluded disks, or disks added later, are not in the tree. */
+		br = branch_attached(snap.tree);
+		json_array_append_new(out, json_pack("{s:o, s:b, s:o}", "device",
+		    b, "managed", br != NULL && snap_file_find(br->disks,
+		    br->ndisks, json_string_value(b)) != NULL, "chain", chain));
 	}
 	cmd_reply(c, out, q->id, q->idlen);
 	client_recheck(c);

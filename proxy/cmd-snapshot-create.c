@@ -54,6 +54,7 @@ create_paths(struct op *op, struct branch *b)
 {
 	json_t		*disks = json_object_get(op->args, "disks"), *d;
 	const char	*dev, *file;
+	char		*cause;
 	size_t		 i, k;
 
 	json_array_foreach(disks, i, d) {
@@ -64,11 +65,33 @@ create_paths(struct op *op, struct branch *b)
 			    dev != NULL ? dev : "(device missing)");
 			return -1;
 		}
-		if (json_is_true(json_object_get(d, "exclude"))) {
-			op_fail(op, "disks[%zu]: excluding a disk from a "
-			    "snapshot is not supported", i);
+		if (json_object_get(d, "exclude") != NULL &&
+		    !json_is_boolean(json_object_get(d, "exclude"))) {
+			op_fail(op, "disks[%zu]: 'exclude' must be a boolean",
+			    i);
 			return -1;
 		}
+		if (json_is_true(json_object_get(d, "exclude")) &&
+		    json_object_get(d, "file") != NULL) {
+			op_fail(op, "disks[%zu]: an excluded disk gets no file",
+			    i);
+			return -1;
+		}
+	}
+	/* Left out for good: see branch_exclude_disk(). */
+	json_array_foreach(disks, i, d) {
+		if (!json_is_true(json_object_get(d, "exclude")))
+			continue;
+		dev = json_string_value(json_object_get(d, "device"));
+		if (branch_exclude_disk(snap.tree, b, dev, &cause) == -1) {
+			op_fail(op, "disks[%zu]: %s", i, cause);
+			free(cause);
+			return -1;
+		}
+	}
+	if (b->ndisks == 0) {
+		op_fail(op, "every disk is excluded: nothing to snapshot");
+		return -1;
 	}
 	op_paths_alloc(op, b->ndisks);
 	for (i = 0; i < b->ndisks; i++) {
@@ -162,6 +185,8 @@ create_step(struct op *op, json_t *ret)
 		}
 		op->name = name != NULL ? xstrdup(name) :
 		    snap_default_name(snap.tree, time(NULL));
+		/* Excluding a disk changes the model: keep it to undo. */
+		op_tree_begin(op);
 		if (create_paths(op, b) == -1)
 			return;
 		for (i = 0; i < b->ndisks; i++) {
@@ -179,7 +204,6 @@ create_step(struct op *op, json_t *ret)
 		 * The model first, then every disk's overlay file and the
 		 * tree file are written together.
 		 */
-		op_tree_begin(op);
 		op->subject = create_apply(op, b);
 		op_write_overlays(op);
 		op_tree_prepare(op);

@@ -187,6 +187,8 @@ void			 branch_remove(struct snap_tree *, struct branch *);
 void			 snap_files_set(struct snap_file **, size_t *,
 			    const struct snap_file *, size_t);
 void			 snap_files_free(struct snap_file *, size_t);
+int			 branch_exclude_disk(struct snap_tree *,
+			    struct branch *, const char *, char **);
 const struct snap_file	*snap_file_find(const struct snap_file *, size_t,
 			    const char *);
 json_t			*snap_json(const struct snap_tree *,

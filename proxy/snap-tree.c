@@ -77,6 +77,43 @@ snap_file_find(const struct snap_file *f, size_t n, const char *device)
 	return NULL;
 }
 
+/*
+ * Takes a device out of the tree, before its first snapshot: the branch
+ * forgets it, and from then on no operation touches it. Returns -1 with
+ * *cause when a snapshot holds it already: its branches would then share
+ * one writable image.
+ */
+int
+branch_exclude_disk(struct snap_tree *t, struct branch *b,
+    const char *device, char **cause)
+{
+	const struct snapshot	*s;
+	size_t			 i;
+
+	TAILQ_FOREACH(s, &t->snapshots, entry) {
+		if (snap_file_find(s->disks, s->ndisks, device) != NULL) {
+			xasprintf(cause, "device %s is in snapshot %s already: "
+			    "a disk can be left out of the tree only before "
+			    "its first snapshot", device, s->name);
+			return -1;
+		}
+	}
+	for (i = 0; i < b->ndisks; i++) {
+		if (strcmp(b->disks[i].device, device) != 0)
+			continue;
+		free(b->disks[i].device);
+		free(b->disks[i].file);
+		free(b->disks[i].format);
+		free(b->disks[i].backing);
+		memmove(&b->disks[i], &b->disks[i + 1],
+		    (b->ndisks - i - 1) * sizeof *b->disks);
+		b->ndisks--;
+		return 0;
+	}
+	xasprintf(cause, "device %s is not in the tree", device);
+	return -1;
+}
+
 static void
 snapshot_free(struct snapshot *s)
 {

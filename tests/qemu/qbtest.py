@@ -936,6 +936,8 @@ class SnapVM:
         self.branches = {"main": {"base": None, "data": self._empty()}}
         self.attached = "main"
         self.offsets = set()
+        # Disks left out of the tree: one set of data whatever the branch.
+        self.excluded = {}           # dev -> {offset: pattern}
         if cont:
             self.ret("cont")
 
@@ -983,11 +985,15 @@ class SnapVM:
         dev = dev or self.devs[0]
         assert off % REGION == 0 and pattern != 0
         self.env.write(self.c, dev, pattern, off, REGION)
-        self.branches[self.attached]["data"][dev][off] = pattern
+        if dev in self.excluded:
+            self.excluded[dev][off] = pattern
+        else:
+            self.branches[self.attached]["data"][dev][off] = pattern
         self.offsets.add(off)
 
     def regions(self, data, dev):
-        return [(data[dev].get(off, 0), off, REGION)
+        d = self.excluded.get(dev, data[dev])
+        return [(d.get(off, 0), off, REGION)
                 for off in sorted(self.offsets | {0})]
 
     def check_data(self, text, data=None):
@@ -1013,8 +1019,13 @@ class SnapVM:
         args = dict(kw)
         if name is not None:
             args["name"] = name
-        before = {dev: self.top_file(dev) for dev in self.devs}
+        before = {dev: self.top_file(dev) for dev in self.devs
+                  if dev not in self.excluded}
         snap = self.ret("qbranch-snapshot-create", args)
+        for d in args.get("disks", []):
+            if d.get("exclude") and d["device"] not in self.excluded:
+                self.excluded[d["device"]] = dict(
+                    self.branches[self.attached]["data"][d["device"]])
         self._created(snap, before)
         return snap
 
@@ -1025,6 +1036,8 @@ class SnapVM:
             self.branches[self.attached]["data"])}
         self.branches[self.attached]["base"] = name
         for dev in self.devs:
+            if dev in self.excluded:
+                continue    # written on, whatever the branch
             if dev not in self.orig_hash and \
                     os.path.exists(self.originals[dev]):
                 self.orig_hash[dev] = sha256(self.originals[dev])
