@@ -10,6 +10,9 @@
  * they needed. metadata-only: the tree forgets the snapshot; no file is
  * touched. Images qbranch did not create are never written or removed.
  */
+#include <sys/stat.h>
+
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,14 +198,95 @@ delete_subtree_forget(struct op *op)
 	}
 }
 
+/* Whether path is the overlay of a branch, attached or not. */
+static int
+is_branch_overlay(const char *path)
+{
+	struct branch	*b;
+	size_t		 i;
+
+	TAILQ_FOREACH(b, &snap.tree->branches, entry) {
+		for (i = 0; i < b->ndisks; i++) {
+			if (strcmp(b->disks[i].file, path) == 0)
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/* The bytes a file takes on disk, or UINT64_MAX when unknown. */
+static uint64_t
+allocated(const char *path)
+{
+	struct stat	sb;
+
+	if (stat(path, &sb) == -1)
+		return UINT64_MAX;
+	return (uint64_t)sb.st_blocks * 512;
+}
+
+/*
+ * The images a merge-delete of s merges away: its own, and any unnamed
+ * base a merge left before (one that failed, or a base shared by several
+ * images until the others went). Each is merged when qbranch made it and
+ * exactly one image sits on it, as merge_choose() says.
+ */
+static json_t *
+merge_plan(const struct snapshot *s)
+{
+	json_t	*plan = json_array();
+	size_t	 n;
+
+	for (n = 0; n < s->ndisks; n++)
+		json_array_append_new(plan, json_pack("{s:s}", "file",
+		    s->disks[n].file));
+	for (n = 0; n < snap.tree->nbases; n++)
+		json_array_append_new(plan, json_pack("{s:s}", "file",
+		    snap.tree->bases[n].file));
+	return plan;
+}
+
+/*
+ * How plan entry m merges, now that the merges before it are done: into
+ * the one image that sits on it, pulling its data up (block-stream) or
+ * pushing that image's data down (block-commit, the branch then runs on
+ * the merged image), whichever moves fewer bytes. Commit is only for a
+ * branch's overlay, the top of its chain: an image others sit on would
+ * need their headers changed too. Returns 0 when m is not to be merged.
+ */
+static int
+merge_choose(json_t *m)
+{
+	const char		*path = json_string_value(json_object_get(m,
+				    "file"));
+	const struct snap_file	*f = snap_tree_image(snap.tree, path);
+	struct snap_file	*dep;
+
+	if (f == NULL || !f->owned ||
+	    snap_tree_dependants(snap.tree, path, &dep) != 1)
+		return 0;
+	json_object_set_new(m, "into", json_string(dep->file));
+	json_object_set_new(m, "method", json_string(
+	    is_branch_overlay(dep->file) &&
+	    allocated(dep->file) < allocated(path) ? "commit" : "stream"));
+	return 1;
+}
+
+static int
+merge_is_commit(json_t *m)
+{
+	return strcmp(json_string_value(json_object_get(m, "method")),
+	    "commit") == 0;
+}
+
 static void
 delete_step(struct op *op, json_t *ret)
 {
 	struct snapshot		*s;
 	struct snap_file	*f, *dep;
-	const char		*name;
+	const char		*name, *path, *into, *gone;
 	const char		*dnode, *bnode;
-	json_t			*files;
+	json_t			*files, *m;
 	size_t			 n;
 
 	switch (op->stage++) {
@@ -262,82 +346,117 @@ delete_step(struct op *op, json_t *ret)
 		json_decref(files);
 		if (n != 0)
 			return;
+		/*
+		 * The snapshot leaves the tree first: its images become
+		 * unnamed bases, and the file says so before any data moves.
+		 * A merge that fails later leaves a consistent tree behind.
+		 */
+		op->plan = merge_plan(s);
+		op_tree_begin(op);
+		for (n = 0; n < s->ndisks; n++)
+			snap_tree_keep_base(snap.tree, &s->disks[n]);
+		snap_remove(snap.tree, s);
+		op->subject = NULL;
+		op_tree_prepare(op);
+		op_io_wait(op);
+		return;
+	case 2:
+		op_commit(op);
+		op_io_wait(op);
+		return;
+	case 3:
+		if (op->commit_error != NULL) {
+			op_fail(op, "%s", op->commit_error);
+			return;
+		}
+		xasprintf(&op->fail_context, "snapshot %s was deleted, but "
+		    "merging its images failed (they stay as unnamed bases): ",
+		    op->name);
+		op->save_on_fail = 1;
 		op->i = 0;
 		/* FALLTHROUGH */
-	case 2:
-		/* merge, one disk at a time */
-		s = op->subject;
-		if (op->i >= s->ndisks) {
-			snap_remove(snap.tree, s);
+	case 4:
+		/* The next merge: open the image that sits on it. */
+		while (op->i < json_array_size(op->plan) &&
+		    !merge_choose(json_array_get(op->plan, op->i)))
+			op->i++;
+		if (op->i >= json_array_size(op->plan)) {
 			op->stage = 9;
 			delete_step(op, NULL);
 			return;
 		}
-		f = &s->disks[op->i++];
-		n = snap_tree_dependants(snap.tree, f->file, &dep);
-		if (!f->owned || n >= 2) {
-			/* The user's image, or shared: an unnamed base. */
-			if (n > 0)
-				snap_tree_keep_base(snap.tree, f);
-			op->stage = 2;
-			delete_step(op, NULL);
-			return;
-		}
-		if (n == 0) {
-			op->result = json_pack("{s:[{s:s, s:b}], s:[]}",
-			    "files", "file", f->file, "owned", 1, "gone");
-			op->stage = 2;
-			op->resume = delete_step;
-			op->step = remove_step;
-			remove_step(op, NULL);
-			return;
-		}
-		/* One image sits on it: pull its data up into that one. */
-		free(op->s1);
-		op->s1 = xstrdup(dep->file);
-		op->stage = 3;
-		op_open_image(op, dep->file);
+		m = json_array_get(op->plan, op->i);
+		op->stage = 5;
+		op_open_image(op, json_string_value(json_object_get(m,
+		    "into")));
 		return;
-	case 3:
-		s = op->subject;
-		f = &s->disks[op->i - 1];
-		dnode = op_node_of(op, op->s1);
-		bnode = op_node_of(op, f->backing);
+	case 5:
+		m = json_array_get(op->plan, op->i);
+		path = json_string_value(json_object_get(m, "file"));
+		into = json_string_value(json_object_get(m, "into"));
+		f = snap_tree_image(snap.tree, path);
+		dnode = op_node_of(op, into);
+		bnode = op_node_of(op, merge_is_commit(m) ? path : f->backing);
 		if (dnode == NULL || bnode == NULL) {
-			op_fail(op, "cannot merge %s: %s is not open", f->file,
-			    dnode == NULL ? op->s1 : f->backing);
+			op_fail(op, "cannot merge %s: %s is not open", path,
+			    dnode == NULL ? into : f->backing);
 			return;
 		}
 		op->progress = "delete";
-		op_job(op, "block-stream", json_pack("{s:s, s:s, s:b}",
-		    "device", dnode, "base-node", bnode, "auto-dismiss", 0));
+		log_info("merging %s into %s (%s)", path, into, merge_is_commit(m) ?
+		    "block-commit" : "block-stream");
+		if (merge_is_commit(m)) {
+			/* into is the top of its chain: an active commit. */
+			op->job_complete = 1;
+			op_job(op, "block-commit", json_pack("{s:s, s:s, s:b}",
+			    "device", dnode, "base-node", bnode, "auto-dismiss",
+			    0));
+		} else
+			op_job(op, "block-stream", json_pack("{s:s, s:s, s:b}",
+			    "device", dnode, "base-node", bnode, "auto-dismiss",
+			    0));
 		return;
-	case 4:
-		/* Merged: the dependant now sits on what was below. */
-		op_commit(op);
-		s = op->subject;
-		f = &s->disks[op->i - 1];
-		dep = snap_tree_image(snap.tree, op->s1);
-		free(dep->backing);
-		dep->backing = f->backing ? xstrdup(f->backing) : NULL;
-		if (delete_is_detached_overlay(op->s1) &&
-		    (dnode = op_node_of(op, op->s1)) != NULL) {
-			/* A detached branch is opened again by a switch. */
-			op_call(op, "blockdev-del", json_pack("{s:s}",
-			    "node-name", dnode));
-			op_forget_node(op, op->s1);
-			return;
+	case 6:
+		m = json_array_get(op->plan, op->i);
+		path = json_string_value(json_object_get(m, "file"));
+		into = json_string_value(json_object_get(m, "into"));
+		f = snap_tree_image(snap.tree, path);
+		dep = snap_tree_image(snap.tree, into);
+		if (merge_is_commit(m)) {
+			/* The branch now runs on the image merged into. */
+			snap_file_take(dep, f);
+			snap_tree_drop_base(snap.tree, path);
+			gone = into;
+		} else {
+			free(dep->backing);
+			dep->backing = f->backing ? xstrdup(f->backing) : NULL;
+			gone = path;
+			if (delete_is_detached_overlay(into) &&
+			    (dnode = op_node_of(op, into)) != NULL) {
+				/* A detached branch is opened again by a switch. */
+				op_call(op, "blockdev-del", json_pack("{s:s}",
+				    "node-name", dnode));
+				op_forget_node(op, into);
+				op->result = json_pack("{s:[{s:s, s:b}], s:[]}",
+				    "files", "file", gone, "owned", 1, "gone");
+				return;
+			}
 		}
-		/* FALLTHROUGH */
-	case 5:
-		s = op->subject;
-		f = &s->disks[op->i - 1];
 		op->result = json_pack("{s:[{s:s, s:b}], s:[]}", "files",
-		    "file", f->file, "owned", f->owned, "gone");
-		op->stage = 2;
+		    "file", gone, "owned", 1, "gone");
+		/* FALLTHROUGH */
+	case 7:
+		op->stage = 8;
 		op->resume = delete_step;
 		op->step = remove_step;
 		remove_step(op, NULL);
+		return;
+	case 8:
+		/* That merge is done and the tree file says so. */
+		op->i++;
+		op->stage = 4;
+		op_tree_save(op);
+		op_io_wait(op);
 		return;
 	case 9:
 		/* Done: unnamed bases nothing sits on any more go too. */

@@ -187,6 +187,8 @@ void			 branch_remove(struct snap_tree *, struct branch *);
 void			 snap_files_set(struct snap_file **, size_t *,
 			    const struct snap_file *, size_t);
 void			 snap_files_free(struct snap_file *, size_t);
+void			 snap_file_take(struct snap_file *,
+			    const struct snap_file *);
 int			 branch_exclude_disk(struct snap_tree *,
 			    struct branch *, const char *, char **);
 const struct snap_file	*snap_file_find(const struct snap_file *, size_t,
@@ -416,12 +418,15 @@ struct op {
 	size_t		 i;		/* the disk a loop is at */
 	int		 undoing;
 	char		*error;
+	char		*fail_context;	/* put before the error's text */
+	int		 save_on_fail;	/* QEMU changed: write the tree anyway */
 	json_t		*undo;		/* what to do to take it back */
 	char		*tree_backup;	/* the model before the change */
 	char		*tree_text;	/* the prepared tree file's text */
 	int		 tree_prepared;	/* the new tree file is written */
 	char		*commit_error;	/* the tree file could not replace */
 	json_t		*result;
+	json_t		*plan;		/* a delete's merges */
 
 	/* discovery */
 	char		*run_state;
@@ -435,6 +440,7 @@ struct op {
 	char		 job[32];
 	int		 job_started;
 	int		 job_concluded;
+	int		 job_complete;	/* send job-complete once ready */
 	char		*job_error;
 	void		(*job_resume)(struct op *, json_t *);
 	const char	*progress;	/* QBRANCH_PROGRESS "operation" */

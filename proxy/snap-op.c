@@ -195,6 +195,7 @@ op_finish(struct op *op)
 	json_decref(op->exports);
 	json_decref(op->undo);
 	json_decref(op->result);
+	json_decref(op->plan);
 	json_decref(op->opening);
 	json_decref(op->closing);
 	json_decref(op->replies);
@@ -205,6 +206,7 @@ op_finish(struct op *op)
 	free(op->error);
 	free(op->job_error);
 	free(op->io_error);
+	free(op->fail_context);
 	free(op->id);
 	free(op->s1);
 	free(op->name);
@@ -244,13 +246,20 @@ op_done(struct op *op, json_t *ret)
 void
 op_fail(struct op *op, const char *fmt, ...)
 {
-	va_list	ap;
+	va_list	 ap;
+	char	*msg, *full;
 
 	if (op->error == NULL) {
 		va_start(ap, fmt);
-		if (vasprintf(&op->error, fmt, ap) == -1)
+		if (vasprintf(&msg, fmt, ap) == -1)
 			fatal("vasprintf");
 		va_end(ap);
+		if (op->fail_context != NULL) {
+			xasprintf(&full, "%s%s", op->fail_context, msg);
+			free(msg);
+			msg = full;
+		}
+		op->error = msg;
 		log_warnx("snapshot operation failed: %s", op->error);
 	}
 	op->undoing = 1;
@@ -265,6 +274,14 @@ op_undo_next(struct op *op, json_t *ret)
 	size_t		 n = json_array_size(op->undo);
 	const char	*path;
 
+	if (n == 0 && op->save_on_fail) {
+		/* QEMU changed for good before the failure: the tree follows. */
+		op->save_on_fail = 0;
+		op->step = op_undo_next;
+		op_tree_save(op);
+		op_io_wait(op);
+		return;
+	}
 	if (n == 0) {
 		if (op->client != NULL)
 			client_send_error(op->client, "GenericError",
@@ -797,6 +814,30 @@ job_started(struct op *op, json_t *ret)
 	op->step = job_queried;
 }
 
+/*
+ * job-complete refused: the job stays ready and the operation would wait
+ * for ever, so it is cancelled; its error then fails the operation.
+ */
+static void
+job_cancel_cb(json_t *reply, void *arg)
+{
+	/* Its conclusion comes as an event. */
+}
+
+static void
+job_complete_cb(json_t *reply, void *arg)
+{
+	json_t	*err;
+
+	if (reply == NULL || (err = json_object_get(reply, "error")) == NULL)
+		return;
+	log_warnx("job-complete: %s", json_string_value(json_object_get(err,
+	    "desc")));
+	if (snap.op != NULL && snap.op->job[0] != '\0')
+		upstream_call("job-cancel", json_pack("{s:s}", "id",
+		    snap.op->job), job_cancel_cb, NULL);
+}
+
 /* QEMU's events, seen while an operation runs. */
 void
 snap_op_event(json_t *ev)
@@ -812,6 +853,14 @@ snap_op_event(json_t *ev)
 	if (strcmp(name, "JOB_STATUS_CHANGE") == 0) {
 		id = json_string_value(json_object_get(data, "id"));
 		status = json_string_value(json_object_get(data, "status"));
+		if (id != NULL && status != NULL && op->job_complete &&
+		    strcmp(status, "ready") == 0 && strcmp(id, op->job) == 0) {
+			/* A commit into the active layer: pivot now. */
+			op->job_complete = 0;
+			upstream_call("job-complete", json_pack("{s:s}", "id",
+			    id), job_complete_cb, NULL);
+			return;
+		}
 		if (id == NULL || status == NULL ||
 		    strcmp(status, "concluded") != 0)
 			return;

@@ -77,6 +77,22 @@ snap_file_find(const struct snap_file *f, size_t n, const char *device)
 	return NULL;
 }
 
+/* dst (same device) becomes the image src is: file, format, backing. */
+void
+snap_file_take(struct snap_file *dst, const struct snap_file *src)
+{
+	char	*file = xstrdup(src->file), *format = xstrdup(src->format);
+	char	*backing = src->backing ? xstrdup(src->backing) : NULL;
+
+	free(dst->file);
+	free(dst->format);
+	free(dst->backing);
+	dst->file = file;
+	dst->format = format;
+	dst->backing = backing;
+	dst->owned = src->owned;
+}
+
 /*
  * Takes a device out of the tree, before its first snapshot: the branch
  * forgets it, and from then on no operation touches it. Returns -1 with

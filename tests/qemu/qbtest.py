@@ -1265,11 +1265,17 @@ class SnapVM:
         self.check_tree("%s: tree unchanged by the checks" % text)
 
     def image_files(self):
-        """Image files in the disks' directories: <stem>.* of each disk."""
+        """Image files in the disks' directories and --image-dir:
+        <stem>.* of each disk."""
         out = set()
+        args = self.proxy_args
+        image_dir = (args[args.index("--image-dir") + 1]
+                     if "--image-dir" in args else None)
         for d in self.disk_specs:
             dirname, base = os.path.split(d.stem)
-            for f in os.listdir(dirname):
+            for f, dirname in [(f, dirname) for f in os.listdir(dirname)] + \
+                    [(f, image_dir) for f in (os.listdir(image_dir)
+                                              if image_dir else [])]:
                 p = os.path.join(dirname, f)
                 if f.startswith(base + ".") and os.path.isfile(p) and \
                         not f.endswith((".log", ".sock")):

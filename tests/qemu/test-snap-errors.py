@@ -118,7 +118,8 @@ def main(env):
     vm.check_tree("64 characters and the whole safe set are accepted")
 
     # ---- a second operation while one runs ----------------------------------
-    # Give s2's frozen image 48 MiB of data so that merging it takes time.
+    # bigsnap's frozen image holds 48 MiB: deleting it merges (the small
+    # overlay on it goes down into it), while a second operation comes.
     vm.revert("s1", branch="big")
     env.write(vm.c, "vda", 0x77, 8 * MiB, 48 * MiB)
     vm.create("bigsnap")
@@ -131,7 +132,7 @@ def main(env):
                    "arguments": {"name": "second"}, "id": "second"})
     r2 = c2.recv_reply(CMD_TIMEOUT)
     r1 = vm.c.recv_reply(CMD_TIMEOUT * 3)
-    eq(r1.get("return"), {}, "the first operation (merge of 48 MiB) succeeds")
+    eq(r1.get("return"), {}, "the first operation (a merge) succeeds")
     progress = [e.get("data", {}) for e in vm.c.events
                 if e.get("event") == "QBRANCH_PROGRESS"]
     ok(progress and all({"operation", "current", "total"} <= set(d)

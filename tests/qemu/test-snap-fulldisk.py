@@ -3,7 +3,10 @@
 # file to a state directory on another one. With either full, create,
 # revert and switch fail with a clear error and leave the tree, the files
 # and the guest data as they were; with room again, the same operations
-# work. Needs root (to mount tmpfs); skipped otherwise.
+# work. A merge that runs out of room midway leaves the snapshot deleted,
+# its image as an unnamed base, every byte readable and the tree file in
+# step; the next merge-delete, with room, finishes it. Needs root (to
+# mount tmpfs); skipped otherwise.
 
 import os
 import subprocess
@@ -98,6 +101,36 @@ def run(env, images, state):
     vm.revert("s1")
     vm.switch("main")
     vm.check_everything("with room again, everything works")
+
+    # ---- the image directory fills during a merge ------------------------
+    for k in range(48):                 # 3 MiB that s4 freezes
+        vm.write(0x5a, (4 << 20) + k * qbtest.REGION)
+    vm.create("s4")
+    for k in range(64):                 # 4 MiB more on top: a stream then
+        vm.write(0x6b, (8 << 20) + k * qbtest.REGION)
+    filler = fill(images)
+    r = vm.cmd("qbranch-snapshot-delete", {"name": "s4"})
+    ok(r.err_class == "GenericError" and "was deleted, but merging" in
+       (r.err_desc or "") and "space" in (r.err_desc or ""),
+       "a merge out of room fails clearly", r.raw.decode().strip())
+    vm._deleted("s4", None)
+    vm.check_tree("s4 is gone from the tree")
+    vm.check_data("the branch reads all its data")
+    if os.path.exists(filler):
+        os.unlink(filler)
+    vm.restart_proxy()
+    vm.check_tree("the tree file was in step: same tree after a restart")
+    vm.check_files("the unmerged image is still there, as a base")
+    bases = open(os.path.join(state, "tree.json")).read()
+    ok(os.path.join(images, "vda.s3") in bases and '"bases": [{' in
+       bases.replace("\n", ""), "s4's image vda.s3 is an unnamed base")
+    vm.create("s5")
+    vm.write(0x7c, 0)
+    vm.delete("s5")
+    ok(not os.path.exists(os.path.join(images, "vda.s3")),
+       "with room again, the next merge-delete merged the base away")
+    vm.check_everything("after the failed and the finished merge")
+    vm.check_files("no stray files")
 
 
 qbtest.run(main)
