@@ -68,13 +68,16 @@ client_greet(struct client *c)
 	client_recheck(c);
 }
 
-/* QEMU is connected: greets the clients that were waiting for it. */
+/*
+ * QEMU is connected and its disks checked: greets the clients that were
+ * waiting for it (in launch mode, once the guest is resumed).
+ */
 void
 client_upstream_ready(void)
 {
 	struct client	*c;
 
-	if (!upstream_is_ready())
+	if (!upstream_is_ready() || launch_hold())
 		return;
 	TAILQ_FOREACH(c, &clients, entry) {
 		if (c->state == CLIENT_WAITING && !(c->flags & CLIENT_CLOSING))

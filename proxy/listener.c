@@ -1,8 +1,9 @@
 /*
  * listener.c: the listening unix sockets. A stale socket file is replaced,
- * a live one is refused; sockets are created with the mode asked for. When
- * the process runs out of descriptors, accepting pauses for a moment instead
- * of spinning.
+ * a live one is refused; sockets are created with the mode asked for.
+ * Sockets handed over as descriptors (--listen-fd, socket activation) are
+ * served as they are and never unlinked. When the process runs out of
+ * descriptors, accepting pauses for a moment instead of spinning.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -92,6 +93,25 @@ out:
 	return ret;
 }
 
+/* Accepts on a listening socket; name is taken. */
+static struct listener *
+listener_serve(int fd, char *name, int flags)
+{
+	struct listener	*l;
+
+	l = xcalloc(1, sizeof *l);
+	l->path = name;
+	l->fd = fd;
+	l->flags = flags;
+	l->evl = evconnlistener_new(base, listener_accept_cb, l,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (l->evl == NULL)
+		fatalx("evconnlistener_new");
+	evconnlistener_set_error_cb(l->evl, listener_error_cb);
+	log_debug("listening on %s", l->path);
+	return l;
+}
+
 /* For -n: whether a socket could be made at path. */
 int
 listener_check_path(const char *path, char **cause)
@@ -107,7 +127,6 @@ listener_open(const char *path, mode_t mode, struct listener **lp,
     char **cause)
 {
 	struct sockaddr_un	 sun;
-	struct listener		*l;
 	mode_t			 old;
 	int			 fd, stale;
 
@@ -136,25 +155,32 @@ listener_open(const char *path, mode_t mode, struct listener **lp,
 		close(fd);
 		return -1;
 	}
-	l = xcalloc(1, sizeof *l);
-	l->path = xstrdup(path);
-	l->fd = fd;
-	l->evl = evconnlistener_new(base, listener_accept_cb, l,
-	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
-	if (l->evl == NULL)
-		fatalx("evconnlistener_new");
-	evconnlistener_set_error_cb(l->evl, listener_error_cb);
-	*lp = l;
-	log_debug("listening on %s", path);
+	*lp = listener_serve(fd, xstrdup(path), 0);
 	return 0;
 }
 
-/* Stops listening and removes the socket file. */
+/*
+ * Serves a listening socket qbranchd was handed as descriptor fd; fdname
+ * is systemd's name for it, or NULL. It is never unlinked.
+ */
+int
+listener_adopt(int fd, const char *fdname, struct listener **lp,
+    char **cause)
+{
+	if (inherit_take(fd, 1, cause) == -1)
+		return -1;
+	*lp = listener_serve(fd, inherit_describe(fd, fdname),
+	    LISTENER_INHERITED);
+	return 0;
+}
+
+/* Stops listening and removes the socket file (unless inherited). */
 void
 listener_close(struct listener *l)
 {
 	evconnlistener_free(l->evl);
-	unlink(l->path);
+	if (!(l->flags & LISTENER_INHERITED))
+		unlink(l->path);
 	free(l->path);
 	free(l);
 }

@@ -275,13 +275,17 @@ void		 conn_copy_in(struct conn *, size_t, void *, size_t);
 
 /* listener.c */
 struct listener {
-	char			*path;
+	char			*path;		/* or a description, inherited */
 	int			 fd;
+	int			 flags;
+#define LISTENER_INHERITED	0x1		/* handed over: never unlinked */
 	struct evconnlistener	*evl;
 	TAILQ_ENTRY(listener)	 entry;
 };
 TAILQ_HEAD(listeners, listener);
 int		 listener_open(const char *, mode_t, struct listener **,
+		    char **);
+int		 listener_adopt(int, const char *, struct listener **,
 		    char **);
 void		 listener_close(struct listener *);
 void		 listener_pause(int);
@@ -351,6 +355,8 @@ int		 upstream_is_ready(void);
 const char	*upstream_greeting(size_t *);
 int		 upstream_has_oob(void);
 void		 upstream_start(const char *);
+void		 upstream_start_fd(int);
+void		 upstream_when_down(void (*)(void));
 void		 upstream_stop(void);
 void		 upstream_forward(struct client *, const struct qmp_msg *,
 		    const struct qmp_request *);
@@ -575,6 +581,24 @@ int		 op_path_is_allowed(const char *, const struct snap_tree *);
 char		*op_image_path(const struct snap_tree *, const char *,
 		    const char *);
 
+/* inherit.c: descriptors handed over at start-up. */
+struct inherited {
+	int		 fd;
+	char		*name;		/* systemd's name for it, or NULL */
+};
+int		 inherit_check(int, int, char **);
+int		 inherit_take(int, int, char **);
+char		*inherit_describe(int, const char *);
+int		 inherit_activation(struct inherited *, int, char **);
+
+/* launch.c: launch mode, QEMU started and supervised by qbranchd. */
+int		 launch_check(char **, int, char **);
+const char	*launch_start(char **, int *);
+void		 launch_stop(void);
+int		 launch_signal(int);
+int		 launch_hold(void);
+int		 launch_holding(void);
+
 /* qbranchd.c */
 struct options {
 	const char	*qemu;
@@ -591,5 +615,6 @@ struct options {
 };
 extern struct options	 opts;
 extern struct event_base *base;
+void		 qbranchd_stop(int);
 
 #endif /* QBRANCH_H */

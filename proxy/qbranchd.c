@@ -1,8 +1,11 @@
 /*
- * qbranchd.c: the daemon's entry point: options, listening sockets, the
- * connection to QEMU, signals and the event loop.
+ * qbranchd.c: the daemon's entry point: options, listening sockets (made,
+ * or inherited), the connection to QEMU (a path, an inherited descriptor,
+ * or a QEMU started in launch mode), signals, the event loop and the exit
+ * status.
  */
 #include <sys/stat.h>
+#include <sys/time.h>
 
 #include <errno.h>
 #include <getopt.h>
@@ -28,18 +31,31 @@ struct options		 opts = {
 struct event_base	*base;
 struct listeners	 listeners = TAILQ_HEAD_INITIALIZER(listeners);
 
-static const char	*listen_paths[64];
+#define QB_MAX_LISTEN	64
+#define QB_STOP_DRAIN	3	/* seconds for clients' last output */
+
+static const char	*listen_paths[QB_MAX_LISTEN];
 static int		 nlisten;
+static struct inherited	 listen_fds[QB_MAX_LISTEN];
+static int		 nlisten_fd;
+
+static struct event	*stop_timer;
+static struct timeval	 stop_deadline;
+static int		 exit_status;
 
 static void __attribute__((noreturn))
 usage(int status)
 {
 	fprintf(status ? stderr : stdout,
-"usage: qbranchd --qemu QEMU_SOCKET --listen SOCKET [--listen SOCKET ...]\n"
-"                [--state-dir DIR] [--image-dir DIR] [--allow-dir DIR ...]\n"
+"usage: qbranchd --qemu QEMU_SOCKET | --qemu-fd N\n"
+"                --listen SOCKET | --listen-fd N [...] [options]\n"
+"       qbranchd --listen SOCKET | --listen-fd N [...] [options] --\n"
+"                qemu-system-x86_64 [QEMU_ARGS ...]\n"
+"options:        [--state-dir DIR] [--image-dir DIR] [--allow-dir DIR ...]\n"
 "                [--socket-mode MODE] [--max-clients N]\n"
 "                [--max-message BYTES] [--max-inflight N]\n"
-"                [--max-output BYTES] [--syslog] [-v] [-n]\n");
+"                [--max-output BYTES] [--syslog] [-v] [-n]\n"
+"Listening sockets may also come from systemd (LISTEN_FDS).\n");
 	exit(status);
 }
 
@@ -86,17 +102,174 @@ check_state_dir(const char *dir, int create, char **cause)
 }
 
 static void
-shutdown_cb(int sig, short what, void *arg)
+close_listeners(void)
 {
 	struct listener	*l;
 
-	log_info("%s: shutting down", strsignal(sig));
 	while ((l = TAILQ_FIRST(&listeners)) != NULL) {
 		TAILQ_REMOVE(&listeners, l, entry);
 		listener_close(l);
 	}
+	listener_pause(0);
+}
+
+static void
+stop_timer_cb(int fd, short what, void *arg)
+{
+	struct timeval	now;
+
+	gettimeofday(&now, NULL);
+	if (TAILQ_EMPTY(&clients) || timercmp(&now, &stop_deadline, >))
+		event_base_loopbreak(base);
+}
+
+/*
+ * Ends the daemon with the given exit status: no more clients, the link to
+ * QEMU dropped, and the loop left once the clients have had QEMU's last
+ * words (or after QB_STOP_DRAIN seconds). The first status given wins.
+ */
+void
+qbranchd_stop(int status)
+{
+	struct timeval	 tick = { 0, 20000 }, drain = { QB_STOP_DRAIN, 0 };
+	struct client	*c;
+	static int	 stopping;
+
+	if (stopping)
+		return;
+	stopping = 1;
+	exit_status = status;
+	close_listeners();
 	upstream_stop();
-	event_base_loopbreak(base);
+	TAILQ_FOREACH(c, &clients, entry)
+		client_close(c, "shutting down");
+	gettimeofday(&stop_deadline, NULL);
+	timeradd(&stop_deadline, &drain, &stop_deadline);
+	stop_timer = event_new(base, -1, EV_PERSIST, stop_timer_cb, NULL);
+	if (stop_timer == NULL)
+		fatalx("event_new");
+	event_add(stop_timer, &tick);
+}
+
+static void
+shutdown_cb(int sig, short what, void *arg)
+{
+	/* In launch mode QEMU gets it, and its exit ends qbranchd. */
+	if (launch_signal(sig))
+		return;
+	log_info("%s: shutting down", strsignal(sig));
+	qbranchd_stop(0);
+}
+
+/* A descriptor number from an option: it is checked for use later. */
+static int
+parse_fd(const char *opt, const char *s)
+{
+	return parse_number(opt, s, 0, INT_MAX, 10);
+}
+
+/* Whether fd was given twice, as a listener or as QEMU's connection. */
+static int
+fd_is_taken(int fd, int qemu_fd)
+{
+	int	i;
+
+	for (i = 0; i < nlisten_fd; i++) {
+		if (listen_fds[i].fd == fd)
+			return 1;
+	}
+	return fd == qemu_fd;
+}
+
+static void
+add_listen_fd(int fd, char *name, int qemu_fd, const char *from)
+{
+	if (nlisten_fd == QB_MAX_LISTEN)
+		fatalx("too many listening sockets (%d at most)",
+		    QB_MAX_LISTEN);
+	if (fd_is_taken(fd, qemu_fd))
+		fatalx("%s: fd %d is given twice", from, fd);
+	listen_fds[nlisten_fd].fd = fd;
+	listen_fds[nlisten_fd].name = name;
+	nlisten_fd++;
+}
+
+/* Makes the --listen sockets and serves the inherited ones. */
+static int
+open_listeners(void)
+{
+	struct listener	*l;
+	const char	*kind = "";
+	char		*cause;
+	int		 i, ret = 0;
+
+	for (i = 0; i < nlisten; i++) {
+		if (listener_open(listen_paths[i], opts.socket_mode, &l,
+		    &cause) == -1)
+			goto fail;
+		TAILQ_INSERT_TAIL(&listeners, l, entry);
+	}
+	kind = "listening socket: ";
+	for (i = 0; i < nlisten_fd; i++) {
+		if (listener_adopt(listen_fds[i].fd, listen_fds[i].name, &l,
+		    &cause) == -1)
+			goto fail;
+		TAILQ_INSERT_TAIL(&listeners, l, entry);
+	}
+	goto out;
+fail:
+	log_warnx("%s%s", kind, cause);
+	free(cause);
+	close_listeners();
+	ret = -1;
+out:
+	for (i = 0; i < nlisten_fd; i++) {
+		free(listen_fds[i].name);
+		listen_fds[i].name = NULL;
+	}
+	return ret;
+}
+
+/* For -n: reports what is wrong; returns the exit status. */
+static int
+check_config(char **qemu_argv, int qemu_fd)
+{
+	char	*cause;
+	int	 i, bad = 0;
+
+	for (i = 0; i < nlisten; i++) {
+		if (listener_check_path(listen_paths[i], &cause) == -1) {
+			log_warnx("%s", cause);
+			free(cause);
+			bad = 1;
+		}
+	}
+	for (i = 0; i < nlisten_fd; i++) {
+		if (inherit_check(listen_fds[i].fd, 1, &cause) == -1) {
+			log_warnx("listening socket: %s", cause);
+			free(cause);
+			bad = 1;
+		}
+	}
+	if (qemu_fd != -1 && inherit_check(qemu_fd, 0, &cause) == -1) {
+		log_warnx("--qemu-fd: %s", cause);
+		free(cause);
+		bad = 1;
+	}
+	if (qemu_argv != NULL && launch_check(qemu_argv, 1, &cause) == -1) {
+		log_warnx("%s", cause);
+		free(cause);
+		bad = 1;
+	}
+	if (opts.state_dir != NULL &&
+	    check_state_dir(opts.state_dir, 0, &cause) == -1) {
+		log_warnx("%s", cause);
+		free(cause);
+		bad = 1;
+	}
+	if (!bad)
+		fprintf(stderr, "qbranchd: configuration OK\n");
+	return bad;
 }
 
 static void
@@ -110,7 +283,9 @@ main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "qemu",		required_argument,	NULL, 'q' },
+		{ "qemu-fd",		required_argument,	NULL, 'Q' },
 		{ "listen",		required_argument,	NULL, 'l' },
+		{ "listen-fd",		required_argument,	NULL, 'L' },
 		{ "state-dir",		required_argument,	NULL, 's' },
 		{ "socket-mode",	required_argument,	NULL, 'm' },
 		{ "image-dir",		required_argument,	NULL, 'D' },
@@ -126,23 +301,38 @@ main(int argc, char **argv)
 		{ "version",		no_argument,		NULL, 'V' },
 		{ NULL,			0,			NULL, 0 }
 	};
+	struct inherited activated[QB_MAX_LISTEN];
 	struct event	*ev_term, *ev_int, *ev_hup;
-	struct listener	*l;
 	struct client	*c;
-	char		*cause;
-	int		 ch, i, checkonly = 0, use_syslog = 0, bad = 0;
+	char		**qemu_argv = NULL, *cause, *what;
+	const char	*path;
+	int		 ch, i, n, checkonly = 0, use_syslog = 0, qemu_fd = -1;
 
 	log_init(0, 0);
-	while ((ch = getopt_long(argc, argv, "vnh", longopts, NULL)) != -1) {
+	/* "+": options end at the first word that is not one (QEMU's). */
+	while ((ch = getopt_long(argc, argv, "+vnh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'q':
+			if (*optarg == '\0')
+				fatalx("--qemu: an empty path");
 			opts.qemu = optarg;
 			break;
+		case 'Q':
+			qemu_fd = parse_fd("qemu-fd", optarg);
+			if (fd_is_taken(qemu_fd, -1))
+				fatalx("--qemu-fd: fd %d is given twice",
+				    qemu_fd);
+			break;
 		case 'l':
-			if (nlisten == (int)(sizeof listen_paths /
-			    sizeof listen_paths[0]))
+			if (*optarg == '\0')
+				fatalx("--listen: an empty path");
+			if (nlisten == QB_MAX_LISTEN)
 				fatalx("too many --listen options");
 			listen_paths[nlisten++] = optarg;
+			break;
+		case 'L':
+			add_listen_fd(parse_fd("listen-fd", optarg), NULL,
+			    qemu_fd, "--listen-fd");
 			break;
 		case 's':
 			opts.state_dir = optarg;
@@ -199,33 +389,30 @@ main(int argc, char **argv)
 			usage(2);
 		}
 	}
-	if (optind != argc)
-		usage(2);
-	if (opts.qemu == NULL || nlisten == 0) {
-		fprintf(stderr, "qbranchd: --qemu and --listen are required\n");
+	if (optind < argc)
+		qemu_argv = argv + optind;
+	if ((opts.qemu != NULL) + (qemu_fd != -1) + (qemu_argv != NULL) !=
+	    1) {
+		fprintf(stderr, "qbranchd: one of --qemu, --qemu-fd or a QEMU "
+		    "command line after -- is required\n");
 		usage(2);
 	}
+	if ((n = inherit_activation(activated, QB_MAX_LISTEN, &cause)) == -1)
+		fatalx("%s", cause);
+	for (i = 0; i < n; i++)
+		add_listen_fd(activated[i].fd, activated[i].name, qemu_fd,
+		    "socket activation");
+	if (nlisten == 0 && nlisten_fd == 0) {
+		fprintf(stderr, "qbranchd: --listen, --listen-fd or socket "
+		    "activation is required\n");
+		usage(2);
+	}
+	if (qemu_argv != NULL && launch_check(qemu_argv, 0, &cause) == -1)
+		fatalx("%s", cause);
 	log_init(opts.verbose, use_syslog);
 
-	if (checkonly) {
-		for (i = 0; i < nlisten; i++) {
-			if (listener_check_path(listen_paths[i], &cause) ==
-			    -1) {
-				log_warnx("%s", cause);
-				free(cause);
-				bad = 1;
-			}
-		}
-		if (opts.state_dir != NULL &&
-		    check_state_dir(opts.state_dir, 0, &cause) == -1) {
-			log_warnx("%s", cause);
-			free(cause);
-			bad = 1;
-		}
-		if (!bad)
-			fprintf(stderr, "qbranchd: configuration OK\n");
-		return bad;
-	}
+	if (checkonly)
+		return check_config(qemu_argv, qemu_fd);
 
 	if (opts.state_dir != NULL &&
 	    check_state_dir(opts.state_dir, 1, &cause) == -1)
@@ -233,18 +420,10 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if ((base = event_base_new()) == NULL)
 		fatalx("event_base_new");
-	for (i = 0; i < nlisten; i++) {
-		if (listener_open(listen_paths[i], opts.socket_mode, &l,
-		    &cause) == -1) {
-			log_warnx("%s", cause);
-			while ((l = TAILQ_FIRST(&listeners)) != NULL) {
-				TAILQ_REMOVE(&listeners, l, entry);
-				listener_close(l);
-			}
-			exit(1);
-		}
-		TAILQ_INSERT_TAIL(&listeners, l, entry);
-	}
+	if (qemu_fd != -1 && inherit_take(qemu_fd, 0, &cause) == -1)
+		fatalx("--qemu-fd: %s", cause);
+	if (open_listeners() == -1)
+		exit(1);
 	ev_term = evsignal_new(base, SIGTERM, shutdown_cb, NULL);
 	ev_int = evsignal_new(base, SIGINT, shutdown_cb, NULL);
 	ev_hup = evsignal_new(base, SIGHUP, hup_cb, NULL);
@@ -253,9 +432,24 @@ main(int argc, char **argv)
 	evsignal_add(ev_hup, NULL);
 	io_init();
 	snap_init();
-	upstream_start(opts.qemu);
-	log_info("serving QEMU at %s on %d socket%s", opts.qemu, nlisten,
-	    nlisten == 1 ? "" : "s");
+	if (qemu_argv != NULL) {
+		if ((path = launch_start(qemu_argv, &exit_status)) == NULL) {
+			close_listeners();
+			launch_stop();
+			exit(exit_status);
+		}
+		upstream_start(path);
+		xasprintf(&what, "the QEMU it started");
+	} else if (qemu_fd != -1) {
+		upstream_start_fd(qemu_fd);
+		xasprintf(&what, "QEMU on fd %d", qemu_fd);
+	} else {
+		upstream_start(opts.qemu);
+		xasprintf(&what, "QEMU at %s", opts.qemu);
+	}
+	log_info("serving %s on %d socket%s", what, nlisten + nlisten_fd,
+	    nlisten + nlisten_fd == 1 ? "" : "s");
+	free(what);
 
 	event_base_dispatch(base);
 
@@ -264,9 +458,12 @@ main(int argc, char **argv)
 		client_free(c);
 	snap_shutdown();
 	io_shutdown();
+	launch_stop();
+	if (stop_timer != NULL)
+		event_free(stop_timer);
 	event_free(ev_term);
 	event_free(ev_int);
 	event_free(ev_hup);
 	event_base_free(base);
-	return 0;
+	return exit_status;
 }

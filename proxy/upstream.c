@@ -3,7 +3,9 @@
  * backoff, keeps QEMU's greeting for the clients, negotiates once for all of
  * them, gives every forwarded command a proxy-unique id and sends each reply
  * back to the client that asked, with that client's own id spliced in.
- * Events go to every client in command mode.
+ * Events go to every client in command mode. A connection handed over as a
+ * descriptor (--qemu-fd) cannot be made again: when it ends, so does
+ * qbranchd.
  */
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -43,9 +45,13 @@ static struct {
 	struct event		*timer;
 	int			 backoff_ms;
 	int			 waiting_logged;
+	int			 inherited;	/* --qemu-fd: no reconnect */
+	int			 was_ready;
+	void			(*down_cb)(void);
 } up = { .pending = TAILQ_HEAD_INITIALIZER(up.pending) };
 
 static void	upstream_connect(void);
+static void	upstream_open(int);
 static void	upstream_timer_cb(int, short, void *);
 static void	upstream_read_cb(struct conn *, void *);
 static void	upstream_error_cb(struct conn *, const char *, void *);
@@ -55,7 +61,8 @@ static void	upstream_down(const char *);
 int
 upstream_is_ready(void)
 {
-	return up.state == UP_READY && !snap_reconciling();
+	return up.state == UP_READY && !snap_reconciling() &&
+	    !launch_holding();
 }
 
 /* QEMU's greeting, as it sent it. */
@@ -83,10 +90,39 @@ upstream_start(const char *path)
 	upstream_connect();
 }
 
+/*
+ * Uses fd, a connection to QEMU's monitor that qbranchd was handed, whose
+ * greeting is still unread. It cannot be made again once it ends.
+ */
+void
+upstream_start_fd(int fd)
+{
+	xasprintf(&up.path, "fd %d", fd);
+	up.timer = evtimer_new(base, upstream_timer_cb, NULL);
+	up.inherited = 1;
+	upstream_open(fd);
+}
+
+/*
+ * Calls cb once the connection is down: now, if it is. For a QEMU that has
+ * exited: what it wrote last (replies, SHUTDOWN) is still in the socket,
+ * before the end of file, and reaches the clients first.
+ */
+void
+upstream_when_down(void (*cb)(void))
+{
+	if (up.state == UP_DOWN) {
+		cb();
+		return;
+	}
+	up.down_cb = cb;
+}
+
 /* Drops the connection for good (shutdown). */
 void
 upstream_stop(void)
 {
+	up.down_cb = NULL;
 	if (up.timer != NULL)
 		event_free(up.timer);
 	up.timer = NULL;
@@ -124,7 +160,6 @@ static void
 upstream_connect(void)
 {
 	struct sockaddr_un	 sun;
-	struct timeval		 tv = { UP_GREETING_TIMEOUT, 0 };
 	int			 fd;
 
 	memset(&sun, 0, sizeof sun);
@@ -143,6 +178,15 @@ upstream_connect(void)
 		upstream_retry();
 		return;
 	}
+	upstream_open(fd);
+}
+
+/* Starts the QMP session on a connected socket: the greeting is due. */
+static void
+upstream_open(int fd)
+{
+	struct timeval		 tv = { UP_GREETING_TIMEOUT, 0 };
+
 	log_debug("connected to %s, waiting for the greeting", up.path);
 	up.conn = conn_new(fd, upstream_read_cb, upstream_error_cb, NULL,
 	    NULL);
@@ -174,6 +218,7 @@ static void
 upstream_down(const char *reason)
 {
 	struct pending	*p;
+	void		(*cb)(void);
 
 	if (up.state == UP_READY)
 		log_warnx("QEMU at %s went away: %s", up.path, reason);
@@ -193,10 +238,26 @@ upstream_down(const char *reason)
 	up.fr = NULL;
 	up.state = UP_DOWN;
 	up.waiting_logged = 0;
-	if (up.timer != NULL) {
-		evtimer_del(up.timer);
-		upstream_retry();
+	if (up.timer == NULL)
+		return;			/* shutting down */
+	evtimer_del(up.timer);
+	if ((cb = up.down_cb) != NULL) {
+		up.down_cb = NULL;
+		cb();
+		return;
 	}
+	if (!up.inherited) {
+		upstream_retry();
+		return;
+	}
+	/* Nothing to connect to again: done, and done well if it served. */
+	if (up.was_ready)
+		log_info("QEMU's monitor on %s closed (%s); an inherited "
+		    "connection cannot be reopened: exiting", up.path, reason);
+	else
+		log_warnx("QEMU's monitor on %s failed before it was ready "
+		    "(%s): exiting", up.path, reason);
+	qbranchd_stop(up.was_ready ? 0 : 1);
 }
 
 static void
@@ -529,6 +590,7 @@ upstream_handle(const struct qmp_msg *msg)
 			return;
 		}
 		up.state = UP_READY;
+		up.was_ready = 1;
 		up.backoff_ms = UP_BACKOFF_MIN_MS;
 		evtimer_del(up.timer);
 		log_info("connected to QEMU at %s", up.path);

@@ -104,6 +104,14 @@ def fail(text, *diags):
     return ok(False, text, *diags)
 
 
+def skip(text, reason):
+    """Record one test point as skipped (TAP "ok N - text # SKIP reason")."""
+    _tap.n += 1
+    sys.stdout.write("ok %d - %s # SKIP %s\n" % (_tap.n, _clean(text),
+                                                 _clean(reason)))
+    sys.stdout.flush()
+
+
 # --------------------------------------------------------------------------
 # Errors
 
@@ -161,7 +169,7 @@ def _proc_alive(proc):
 
 
 class _Proc:
-    def __init__(self, env, label, argv, log):
+    def __init__(self, env, label, argv, log, pass_fds=(), environ=None):
         self.env = env
         self.label = label
         self.argv = argv
@@ -170,7 +178,8 @@ class _Proc:
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                      stdout=self._logf,
                                      stderr=subprocess.STDOUT,
-                                     close_fds=True)
+                                     close_fds=True, pass_fds=pass_fds,
+                                     env=environ)
         self.pid = self.proc.pid
         env._procs.append(self)
 
@@ -243,15 +252,32 @@ class Qemu(_Proc):
 
 
 class Proxy(_Proc):
-    def __init__(self, env, qemu_sock, listen, args, name):
+    def __init__(self, env, qemu_sock, listen, args, name, pass_fds=(),
+                 environ=None, qemu_argv=None):
+        """qemu_sock None: no --qemu (args say where QEMU is);
+        qemu_argv: launch mode, qbranchd ... -- qemu_argv."""
         self.qemu_sock = qemu_sock
         self.listen = listen
         self._old_ino = {p: _ino(p) for p in listen}
-        argv = [QBRANCHD, "--qemu", qemu_sock]
+        argv = [QBRANCHD]
+        if qemu_sock:
+            argv += ["--qemu", qemu_sock]
         for p in listen:
             argv += ["--listen", p]
         argv += list(args)
-        _Proc.__init__(self, env, name, argv, env.path(name + ".log"))
+        if qemu_argv is not None:
+            argv += ["--"] + list(qemu_argv)
+        _Proc.__init__(self, env, name, argv, env.path(name + ".log"),
+                       pass_fds=pass_fds, environ=environ)
+
+    def children(self):
+        """Pids of its child processes (QEMU, in launch mode)."""
+        try:
+            with open("/proc/%d/task/%d/children" % (self.pid,
+                                                     self.pid)) as f:
+                return [int(x) for x in f.read().split()]
+        except OSError:
+            return []
 
     def wait_ready(self, timeout=10.0):
         """Wait until every listening socket exists (a new one, if a file
@@ -349,6 +375,45 @@ class Env:
                                       for p in self._procs)
         p = Proxy(self, self.path(qemu_sock), [self.path(l) for l in listen],
                   ["-v"] + list(args), name)
+        if wait:
+            p.wait_ready()
+        return p
+
+    def start_launch(self, listen=("proxy.sock",), args=(), qemu_args=(),
+                     disks=(), paused=False, qemu=None, wait=True,
+                     name=None):
+        """qbranchd in launch mode: it starts QEMU itself, on the usual
+        test command line (-S only if paused) with disks and qemu_args.
+        Its private monitor directory goes under DIR/tmp-NAME (its
+        TMPDIR), remembered as p.tmpdir."""
+        if not QBRANCHD:
+            raise QBTestError("QBRANCHD is not set")
+        if name is None:
+            name = "qbranchd%d" % sum(isinstance(p, Proxy)
+                                      for p in self._procs)
+        disk_args = []
+        if disks:
+            self.disks = {}
+        for i, d in enumerate(disks):
+            if not isinstance(d, Disk):
+                d = Disk(d)
+            d.attach(self, i)
+            self.disks[d.id] = d
+            disk_args += d.args()
+        qemu_argv = [qemu or QEMU, "-accel", "kvm", "-accel", "tcg",
+                     "-nodefaults", "-display", "none", "-m", "64"]
+        if paused:
+            qemu_argv.append("-S")
+        qemu_argv += disk_args + list(qemu_args)
+        tmpdir = self.path("tmp-" + name)
+        os.makedirs(tmpdir, exist_ok=True)
+        environ = dict(os.environ, TMPDIR=tmpdir)
+        p = Proxy(self, None, [self.path(l) for l in listen],
+                  ["-v"] + list(args), name, environ=environ,
+                  qemu_argv=qemu_argv)
+        p.tmpdir = tmpdir
+        p.disks = [self.disks[d if isinstance(d, str) else d.id]
+                   for d in disks]
         if wait:
             p.wait_ready()
         return p
@@ -917,17 +982,25 @@ class SnapVM:
     data with the model, each as one test point."""
 
     def __init__(self, env, disks=("vda",), cont=True, proxy_args=(),
-                 state_dir="state", qemu_extra=()):
+                 state_dir="state", qemu_extra=(), launch=False):
+        """launch: qbranchd starts QEMU itself (launch mode); self.qemu
+        is None then, and qemu_extra may hold -S."""
         self.env = env
         self.disk_specs = [d if isinstance(d, Disk) else Disk(d)
                            for d in disks]
         self.devs = [d.id for d in self.disk_specs]
         self.qemu_extra = list(qemu_extra)
-        self.qemu = env.start_qemu(disks=self.disk_specs,
-                                   extra=self.qemu_extra)
         self.state_dir = env.path(state_dir)
         self.proxy_args = ["--state-dir", self.state_dir] + list(proxy_args)
-        self.proxy = env.start_proxy(args=self.proxy_args)
+        if launch:
+            self.qemu = None
+            self.proxy = env.start_launch(disks=self.disk_specs,
+                                          args=self.proxy_args,
+                                          qemu_args=self.qemu_extra)
+        else:
+            self.qemu = env.start_qemu(disks=self.disk_specs,
+                                       extra=self.qemu_extra)
+            self.proxy = env.start_proxy(args=self.proxy_args)
         self.c = self.proxy.client(negotiate=True, timeout=CMD_TIMEOUT)
         self.originals = {d.id: d.path for d in self.disk_specs}
         self.orig_hash = {}          # dev -> sha256 once frozen
