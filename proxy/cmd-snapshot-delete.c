@@ -301,15 +301,18 @@ delete_step(struct op *op, json_t *ret)
 		}
 		op->subject = s;
 		if (op->name == NULL) {
-			/*
-			 * First the state directory must take a tree file;
-			 * this stage runs again once that is known.
-			 */
 			op->name = xstrdup(name);
-			op->stage = 1;
-			op_tree_preflight(op);
-			op_io_wait(op);
-			return;
+			if (op->flag != DELETE_MERGE) {
+				/*
+				 * These write the tree at their end: first the
+				 * state directory must take a tree file. This
+				 * stage runs again once that is known.
+				 */
+				op->stage = 1;
+				op_tree_preflight(op);
+				op_io_wait(op);
+				return;
+			}
 		}
 		switch (op->flag) {
 		case DELETE_METADATA:
@@ -452,11 +455,14 @@ delete_step(struct op *op, json_t *ret)
 		remove_step(op, NULL);
 		return;
 	case 8:
-		/* That merge is done and the tree file says so. */
-		op->i++;
+		/* That merge is done: the tree file says so before the next. */
 		op->stage = 4;
-		op_tree_save(op);
-		op_io_wait(op);
+		if (++op->i < json_array_size(op->plan)) {
+			op_tree_save(op);
+			op_io_wait(op);
+			return;
+		}
+		delete_step(op, NULL);
 		return;
 	case 9:
 		/* Done: unnamed bases nothing sits on any more go too. */
