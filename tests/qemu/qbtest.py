@@ -16,6 +16,7 @@ Each test file is a small TAP program:
 
 Environment:
     QBRANCHD       path of the qbranchd binary (required)
+    QBRANCH        path of the qbranch client (the test-cli* files)
     QBRANCH_QEMU   qemu-system-x86_64 to use (default "qemu-system-x86_64")
     QBTEST_TIMEOUT hard per-file timeout in seconds (default 60)
     QBTEST_KEEP    if set, keep the temporary directory
@@ -34,11 +35,13 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
 QEMU = os.environ.get("QBRANCH_QEMU") or "qemu-system-x86_64"
 QBRANCHD = os.environ.get("QBRANCHD") or ""
+QBRANCH = os.environ.get("QBRANCH") or ""
 DEFAULT_TIMEOUT = 5.0
 CMD_TIMEOUT = 10.0      # snapshot operations and data checks (slow TCG)
 QEMU_IO = os.environ.get("QBRANCH_QEMU_IO") or "qemu-io"
@@ -822,6 +825,116 @@ class QMP:
             self.sock.close()
         except OSError:
             pass
+
+
+class CliResult:
+    """What a run of the qbranch client did: rc, out, err (text)."""
+
+    def __init__(self, argv, rc, out, err):
+        self.argv = argv
+        self.rc = rc
+        self.out = out
+        self.err = err
+
+    def json(self):
+        """stdout as one JSON document; raises QBTestError if it is not."""
+        try:
+            return json.loads(self.out)
+        except ValueError as e:
+            raise QBTestError("%s: stdout is not JSON (%s): %r"
+                              % (" ".join(self.argv), e, self.out))
+
+    def __repr__(self):
+        return "qbranch %s -> exit %s\nstdout: %s\nstderr: %s" % (
+            " ".join(self.argv[1:]), self.rc, self.out.rstrip(),
+            self.err.rstrip())
+
+
+def qbranch(*args, sock=None, cwd=None, env=None, timeout=CMD_TIMEOUT):
+    """Run the qbranch client (QBRANCH) with args, and -c sock first if
+    given, in the C locale (ASCII tree lines) unless env says otherwise;
+    env entries are added to the environment (None removes one).
+    Returns a CliResult."""
+    if not QBRANCH:
+        raise QBTestError("QBRANCH is not set")
+    argv = [QBRANCH] + (["-c", sock] if sock else []) + list(args)
+    e = dict(os.environ)
+    e["LC_ALL"] = "C"
+    for k, v in (env or {}).items():
+        if v is None:
+            e.pop(k, None)
+        else:
+            e[k] = v
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, cwd=cwd, env=e, timeout=timeout)
+    return CliResult(argv, r.returncode, r.stdout.decode("utf-8", "replace"),
+                     r.stderr.decode("utf-8", "replace"))
+
+
+class FakeProxy:
+    """A stand-in for qbranchd on a unix socket, for client tests: it
+    greets, negotiates, and answers each command from answers (name ->
+    return value, or bytes sent as they are, the line terminator added,
+    or None: close the connection); anything else gets CommandNotFound.
+    Serves connections one at a time until close()."""
+
+    GREETING = (b'{"QMP": {"version": {"qemu": {"micro": 0, "minor": 0, '
+                b'"major": 10}, "package": ""}, "capabilities": []}}\r\n')
+
+    def __init__(self, path, answers):
+        self.answers = answers
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(path)
+        self.srv.listen(8)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            try:
+                self._session(conn)
+            except (OSError, ValueError):
+                pass
+            conn.close()
+
+    def _session(self, conn):
+        conn.sendall(self.GREETING)
+        buf = b""
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if not line.strip():
+                    continue
+                cmd = json.loads(line)
+                name = cmd.get("execute")
+                ans = self.answers.get(name)
+                if name in self.answers and ans is None:
+                    return
+                if isinstance(ans, bytes):
+                    conn.sendall(ans + b"\r\n")
+                    continue
+                if name == "qmp_capabilities":
+                    r = {"return": {}}
+                elif name in self.answers:
+                    r = {"return": ans}
+                else:
+                    r = {"error": {"class": "CommandNotFound",
+                                   "desc": "The command %s has not been "
+                                   "found" % name}}
+                if "id" in cmd:
+                    r["id"] = cmd["id"]
+                conn.sendall(json.dumps(r).encode() + b"\r\n")
+
+    def close(self):
+        self.srv.close()
 
 
 def drop_timestamps(v):
