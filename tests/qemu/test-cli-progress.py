@@ -71,6 +71,11 @@ def main(env):
     vm.branches[vm.attached]["data"]["vda"][0] = 0x5a
     vm.create("s1")
     vm.write(0x6b, DATA)
+    # The live overlay gets more than s1's image, so that the merge pulls
+    # s1's data up (block-stream) rather than pushing the overlay's down.
+    env.write(vm.c, "vda", 0x6c, DATA + MiB, DATA + 16 * MiB)
+    vm.branches[vm.attached]["data"]["vda"][DATA + MiB] = 0x6c
+    vm.offsets.add(DATA + MiB)
 
     rc, out, tty, secs = run_on_pty([qbtest.QBRANCH, "-c", sock, "delete",
                                      "s1"])

@@ -345,7 +345,7 @@ def main(env):
     failed_with(r, 1, "create --memory (not supported yet by the proxy)",
                 "qbranch: .*memory", "memory")
     r = q("create", "s9", "--exclude", "vda")
-    failed_with(r, 1, "create --exclude", "excluding a disk")
+    failed_with(r, 1, "create --exclude", "before its first snapshot")
     r = q("create", "s9", "--disk", "vdz=" + env.path("x.img"))
     failed_with(r, 1, "create --disk of an unknown device",
                 "no managed disk vdz", "qbranch disks")
