@@ -1,6 +1,7 @@
 /*
  * cmd-query-branches.c: qbranch-query-branches, every branch with its base
- * snapshot, whether the VM runs on it, and its overlay per disk.
+ * snapshot, whether the VM runs on it, its overlay per disk and the bytes
+ * they take.
  */
 #include "qbranch.h"
 

@@ -9,6 +9,8 @@
  * branch's overlay on its base's, until a delete leaves an unnamed image
  * between them. Originals (not created by qbranch) record no backing.
  */
+#include <sys/stat.h>
+
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -478,6 +480,21 @@ files_json(const struct snap_file *f, size_t n, int full)
 	return a;
 }
 
+/* The bytes the files take on disk, as the queries show them. */
+static json_t *
+files_size_json(const struct snap_file *f, size_t n)
+{
+	struct stat	sb;
+	json_int_t	total = 0;
+	size_t		i;
+
+	for (i = 0; i < n; i++) {
+		if (stat(f[i].file, &sb) == 0)
+			total += (json_int_t)sb.st_blocks * 512;
+	}
+	return json_integer(total);
+}
+
 /* A snapshot as the queries show it (new reference). */
 json_t *
 snap_json(const struct snap_tree *t, const struct snapshot *s)
@@ -489,7 +506,7 @@ snap_json(const struct snap_tree *t, const struct snapshot *s)
 		if (c->parent == s)
 			json_array_append_new(children, json_string(c->name));
 	}
-	o = json_pack("{s:s, s:o, s:o, s:I, s:s, s:s, s:o, s:b, s:b}",
+	o = json_pack("{s:s, s:o, s:o, s:I, s:s, s:s, s:o, s:o, s:b, s:b}",
 	    "name", s->name,
 	    "parent", s->parent ? json_string(s->parent->name) : json_null(),
 	    "children", children,
@@ -497,6 +514,7 @@ snap_json(const struct snap_tree *t, const struct snapshot *s)
 	    "description", s->description,
 	    "vm-state", s->vm_state,
 	    "disks", files_json(s->disks, s->ndisks, 0),
+	    "size", files_size_json(s->disks, s->ndisks),
 	    "memory", 0,
 	    "current", snap_current(t) == s);
 	return o;
@@ -506,11 +524,12 @@ snap_json(const struct snap_tree *t, const struct snapshot *s)
 json_t *
 branch_json(const struct branch *b)
 {
-	return json_pack("{s:s, s:o, s:b, s:o}",
+	return json_pack("{s:s, s:o, s:b, s:o, s:o}",
 	    "name", b->name,
 	    "base", b->base ? json_string(b->base->name) : json_null(),
 	    "attached", b->attached,
-	    "disks", files_json(b->disks, b->ndisks, 0));
+	    "disks", files_json(b->disks, b->ndisks, 0),
+	    "size", files_size_json(b->disks, b->ndisks));
 }
 
 /*

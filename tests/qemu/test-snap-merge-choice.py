@@ -38,6 +38,15 @@ def main(env):
     vm.create("a")                      # which a freezes
     vm.write(0x12, 0)                   # main's new overlay vda.a: 64 KiB
     eq(overlay(vm, "main"), p("vda.a"), "main runs on vda.a before")
+    size = {s["name"]: s.get("size") for s in
+            vm.query_snapshots()["snapshots"]}
+    ok(isinstance(size.get("a"), int) and size["a"] >= MiB,
+       "qbranch-query-snapshots: a's image takes at least 1 MiB (size %r)"
+       % size.get("a"))
+    main = [b for b in vm.query_branches() if b["name"] == "main"][0]
+    ok(isinstance(main.get("size"), int) and 0 < main["size"] < MiB,
+       "qbranch-query-branches: main's overlay takes less (size %r)"
+       % main.get("size"))
     vm.delete("a")
     eq(overlay(vm, "main"), p("vda.root"),
        "commit: main now runs on vda.root, the image merged into")
