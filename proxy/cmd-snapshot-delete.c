@@ -2,10 +2,11 @@
  * cmd-snapshot-delete.c: qbranch-snapshot-delete, in libvirt's four modes.
  *
  * merge (the default): the snapshot leaves the tree and its children and
- * branches move to its parent. Per disk, its frozen image is merged into the
- * one image that still sits on it (a live block-stream pulls the data up),
- * removed when nothing sits on it, and kept as an unnamed base when several
- * images do. children / children-only: the snapshot's descendants (and the
+ * branches move to its parent; the tree file says so first. Per disk, its
+ * frozen image is then merged with the one image that still sits on it (a
+ * live block-stream or block-commit, whichever moves fewer bytes), removed
+ * when nothing sits on it, and kept as an unnamed base when several images
+ * do. children / children-only: the snapshot's descendants (and the
  * snapshot) go, with the branches growing from them, and every image only
  * they needed. metadata-only: the tree forgets the snapshot; no file is
  * touched. Images qbranch did not create are never written or removed.
