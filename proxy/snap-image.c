@@ -192,24 +192,27 @@ open_next(struct op *op, json_t *ret)
 	    below));
 }
 
-/* Whether path lies under a top the VM runs on now, by the tree. */
-static int
-on_attached_chain(const char *path)
+/*
+ * The images the VM runs on now, by the tree: every path under the
+ * attached branch's tops, as a set (json object) to look paths up in.
+ */
+static json_t *
+attached_chains(void)
 {
 	const struct branch	*b = branch_attached(snap.tree);
 	const struct snap_file	*f;
 	const char		*p;
+	json_t			*set = json_object();
 	size_t			 i;
 
 	for (i = 0; b != NULL && i < b->ndisks; i++) {
 		for (p = b->disks[i].file; p != NULL;
 		    p = f != NULL ? f->backing : NULL) {
-			if (strcmp(p, path) == 0)
-				return 1;
+			json_object_set_new(set, p, json_true());
 			f = snap_tree_image(snap.tree, p);
 		}
 	}
-	return 0;
+	return set;
 }
 
 /*
@@ -222,21 +225,25 @@ chain_height(const char *path)
 	const struct snap_file	*f;
 	size_t			 n = 0;
 
-	if (snap_tree_image(snap.tree, path) == NULL)
+	if ((f = snap_tree_image(snap.tree, path)) == NULL)
 		return SIZE_MAX;
-	while ((f = snap_tree_image(snap.tree, path)) != NULL &&
-	    f->backing != NULL) {
-		path = f->backing;
+	for (; f != NULL && f->backing != NULL;
+	    f = snap_tree_image(snap.tree, f->backing))
 		n++;
-	}
 	return n;
 }
+
+/* An image to close, with its height computed once: lookups cost O(tree). */
+struct closing {
+	json_t	*path;
+	size_t	 height;
+};
 
 static int
 height_cmp(const void *a, const void *b)
 {
-	size_t	ha = chain_height(json_string_value(*(json_t *const *)a));
-	size_t	hb = chain_height(json_string_value(*(json_t *const *)b));
+	size_t	ha = ((const struct closing *)a)->height;
+	size_t	hb = ((const struct closing *)b)->height;
 
 	return ha < hb ? 1 : ha > hb ? -1 : 0;
 }
@@ -252,30 +259,30 @@ static void	close_next(struct op *, json_t *);
 void
 op_close_unused(struct op *op)
 {
-	json_t		*n, **v;
+	struct closing	*v;
+	json_t		*n, *inuse;
 	const char	*name, *drv, *file;
-	size_t		 i, k;
+	size_t		 i, k = 0;
 
-	json_decref(op->closing);
-	op->closing = json_array();
+	inuse = attached_chains();
+	v = xcalloc(json_array_size(op->nodes) + 1, sizeof *v);
 	json_array_foreach(op->nodes, i, n) {
 		name = json_string_value(json_object_get(n, "node-name"));
 		drv = json_string_value(json_object_get(n, "drv"));
 		file = json_string_value(json_object_get(n, "file"));
 		if (name == NULL || drv == NULL || file == NULL ||
 		    strncmp(name, "qb", 2) != 0 || strcmp(drv, "file") == 0 ||
-		    on_attached_chain(file))
+		    json_object_get(inuse, file) != NULL)
 			continue;
-		json_array_append_new(op->closing, json_string(file));
+		v[k].path = json_string(file);
+		v[k++].height = chain_height(file);
 	}
-	k = json_array_size(op->closing);
-	v = xcalloc(k + 1, sizeof *v);
-	for (i = 0; i < k; i++)
-		v[i] = json_incref(json_array_get(op->closing, i));
+	json_decref(inuse);
 	qsort(v, k, sizeof *v, height_cmp);
-	json_array_clear(op->closing);
+	json_decref(op->closing);
+	op->closing = json_array();
 	for (i = 0; i < k; i++)
-		json_array_append_new(op->closing, v[i]);
+		json_array_append_new(op->closing, v[i].path);
 	free(v);
 	op->close_resume = op->step;
 	op->step = close_next;
