@@ -537,37 +537,40 @@ branch_json(const struct branch *b)
  * not through jansson: with a thousand snapshots every operation writes
  * the whole tree, and this is ten times faster.
  */
+#define ADD(b, lit)	buf_add((b), (lit), sizeof(lit) - 1)
+
 static void
-text_str(struct buf *b, const char *key, const char *value)
+text_str(struct buf *b, const char *key_colon, size_t len, const char *value)
 {
-	buf_addstr(b, "\"");
-	buf_addstr(b, key);
-	buf_addstr(b, "\": ");
+	buf_add(b, key_colon, len);
 	if (value != NULL)
 		qmp_quote_into(b, value);
 	else
-		buf_addstr(b, "null");
+		ADD(b, "null");
 }
+/* pre goes before the key, punctuation such as ", " or "{". */
+#define STR(b, pre, key, value)	text_str((b), pre "\"" key "\": ", \
+				    sizeof(pre "\"" key "\": ") - 1, (value))
 
 static void
 text_files(struct buf *b, const struct snap_file *f, size_t n)
 {
 	size_t	i;
 
-	buf_addstr(b, "[");
+	ADD(b, "[");
 	for (i = 0; i < n; i++) {
-		buf_addstr(b, i > 0 ? ", {" : "{");
-		text_str(b, "device", f[i].device);
-		buf_addstr(b, ", ");
-		text_str(b, "file", f[i].file);
-		buf_addstr(b, ", ");
-		text_str(b, "format", f[i].format);
-		buf_addstr(b, ", ");
-		text_str(b, "backing", f[i].backing);
-		buf_addstr(b, f[i].owned ? ", \"owned\": true}" :
-		    ", \"owned\": false}");
+		if (i > 0)
+			ADD(b, ", ");
+		STR(b, "{", "device", f[i].device);
+		STR(b, ", ", "file", f[i].file);
+		STR(b, ", ", "format", f[i].format);
+		STR(b, ", ", "backing", f[i].backing);
+		if (f[i].owned)
+			ADD(b, ", \"owned\": true}");
+		else
+			ADD(b, ", \"owned\": false}");
 	}
-	buf_addstr(b, "]");
+	ADD(b, "]");
 }
 
 char *
@@ -577,47 +580,52 @@ snap_tree_text(const struct snap_tree *t)
 	const struct branch	*br;
 	struct buf		 b = { NULL, 0, 0 };
 	char			 num[32];
-	const char		*sep = "\n";
+	int			 first = 1, len;
 
-	snprintf(num, sizeof num, "%d", SNAP_TREE_VERSION);
-	buf_addstr(&b, "{\"version\": ");
-	buf_addstr(&b, num);
-	buf_addstr(&b, ",\n\"snapshots\": [");
+	/* Room for all of it at once: no copying as it grows. */
+	b.cap = 4096 + 64 * t->nbases;
+	TAILQ_FOREACH(s, &t->snapshots, entry)
+		b.cap += 256 + 320 * s->ndisks;
+	TAILQ_FOREACH(br, &t->branches, entry)
+		b.cap += 128 + 320 * br->ndisks;
+	b.data = xmalloc(b.cap);
+	len = snprintf(num, sizeof num, "%d", SNAP_TREE_VERSION);
+	ADD(&b, "{\"version\": ");
+	buf_add(&b, num, len);
+	ADD(&b, ",\n\"snapshots\": [");
 	TAILQ_FOREACH(s, &t->snapshots, entry) {
-		buf_addstr(&b, sep);
-		sep = ",\n";
-		buf_addstr(&b, " {");
-		text_str(&b, "name", s->name);
-		buf_addstr(&b, ", ");
-		text_str(&b, "parent", s->parent ? s->parent->name : NULL);
-		snprintf(num, sizeof num, ", \"created\": %lld, ",
+		if (!first)
+			ADD(&b, ",");
+		first = 0;
+		STR(&b, "\n {", "name", s->name);
+		STR(&b, ", ", "parent", s->parent ? s->parent->name : NULL);
+		len = snprintf(num, sizeof num, ", \"created\": %lld",
 		    (long long)s->created);
-		buf_addstr(&b, num);
-		text_str(&b, "description", s->description);
-		buf_addstr(&b, ", ");
-		text_str(&b, "vm-state", s->vm_state);
-		buf_addstr(&b, ", \"disks\": ");
+		buf_add(&b, num, len);
+		STR(&b, ", ", "description", s->description);
+		STR(&b, ", ", "vm-state", s->vm_state);
+		ADD(&b, ", \"disks\": ");
 		text_files(&b, s->disks, s->ndisks);
-		buf_addstr(&b, "}");
+		ADD(&b, "}");
 	}
-	buf_addstr(&b, "],\n\"branches\": [");
-	sep = "\n";
+	ADD(&b, "],\n\"branches\": [");
+	first = 1;
 	TAILQ_FOREACH(br, &t->branches, entry) {
-		buf_addstr(&b, sep);
-		sep = ",\n";
-		buf_addstr(&b, " {");
-		text_str(&b, "name", br->name);
-		buf_addstr(&b, ", ");
-		text_str(&b, "base", br->base ? br->base->name : NULL);
-		buf_addstr(&b, br->attached ? ", \"attached\": true, " :
-		    ", \"attached\": false, ");
-		buf_addstr(&b, "\"disks\": ");
+		if (!first)
+			ADD(&b, ",");
+		first = 0;
+		STR(&b, "\n {", "name", br->name);
+		STR(&b, ", ", "base", br->base ? br->base->name : NULL);
+		if (br->attached)
+			ADD(&b, ", \"attached\": true, \"disks\": ");
+		else
+			ADD(&b, ", \"attached\": false, \"disks\": ");
 		text_files(&b, br->disks, br->ndisks);
-		buf_addstr(&b, "}");
+		ADD(&b, "}");
 	}
-	buf_addstr(&b, "],\n\"bases\": ");
+	ADD(&b, "],\n\"bases\": ");
 	text_files(&b, t->bases, t->nbases);
-	buf_addstr(&b, "}\n");
+	ADD(&b, "}\n");
 	return b.data;
 }
 
