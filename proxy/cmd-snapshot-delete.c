@@ -11,9 +11,6 @@
  * they needed. metadata-only: the tree forgets the snapshot; no file is
  * touched. Images qbranch did not create are never written or removed.
  */
-#include <sys/stat.h>
-
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,23 +91,6 @@ delete_check_exports(struct op *op, json_t *files)
 			    "must close: remove the export first (see "
 			    "query-block-exports)", node, path);
 			return -1;
-		}
-	}
-	return 0;
-}
-
-/* Whether path is the overlay of a detached branch. */
-static int
-delete_is_detached_overlay(const char *path)
-{
-	struct branch	*b;
-	size_t		 i;
-
-	TAILQ_FOREACH(b, &snap.tree->branches, entry) {
-		for (i = 0; i < b->ndisks; i++) {
-			if (!b->attached &&
-			    strcmp(b->disks[i].file, path) == 0)
-				return 1;
 		}
 	}
 	return 0;
@@ -199,33 +179,6 @@ delete_subtree_forget(struct op *op)
 	}
 }
 
-/* Whether path is the overlay of a branch, attached or not. */
-static int
-is_branch_overlay(const char *path)
-{
-	struct branch	*b;
-	size_t		 i;
-
-	TAILQ_FOREACH(b, &snap.tree->branches, entry) {
-		for (i = 0; i < b->ndisks; i++) {
-			if (strcmp(b->disks[i].file, path) == 0)
-				return 1;
-		}
-	}
-	return 0;
-}
-
-/* The bytes a file takes on disk, or UINT64_MAX when unknown. */
-static uint64_t
-allocated(const char *path)
-{
-	struct stat	sb;
-
-	if (stat(path, &sb) == -1)
-		return UINT64_MAX;
-	return (uint64_t)sb.st_blocks * 512;
-}
-
 /*
  * The images a merge-delete of s merges away: its own, and any unnamed
  * base a merge left before (one that failed, or a base shared by several
@@ -268,8 +221,9 @@ merge_choose(json_t *m)
 		return 0;
 	json_object_set_new(m, "into", json_string(dep->file));
 	json_object_set_new(m, "method", json_string(
-	    is_branch_overlay(dep->file) &&
-	    allocated(dep->file) < allocated(path) ? "commit" : "stream"));
+	    branch_of_overlay(snap.tree, dep->file) != NULL &&
+	    file_allocated(dep->file) < file_allocated(path) ?
+	    "commit" : "stream"));
 	return 1;
 }
 
@@ -285,6 +239,7 @@ delete_step(struct op *op, json_t *ret)
 {
 	struct snapshot		*s;
 	struct snap_file	*f, *dep;
+	struct branch		*b;
 	const char		*name, *path, *into, *gone;
 	const char		*dnode, *bnode;
 	json_t			*files, *m;
@@ -426,28 +381,28 @@ delete_step(struct op *op, json_t *ret)
 		into = json_string_value(json_object_get(m, "into"));
 		f = snap_tree_image(snap.tree, path);
 		dep = snap_tree_image(snap.tree, into);
+		/* The file that goes: the one whose data moved. */
+		gone = merge_is_commit(m) ? into : path;
+		op->result = json_pack("{s:[{s:s, s:b}], s:[]}", "files",
+		    "file", gone, "owned", merge_is_commit(m) ? dep->owned :
+		    f->owned, "gone");
 		if (merge_is_commit(m)) {
 			/* The branch now runs on the image merged into. */
 			snap_file_take(dep, f);
 			snap_tree_drop_base(snap.tree, path);
-			gone = into;
 		} else {
 			free(dep->backing);
 			dep->backing = f->backing ? xstrdup(f->backing) : NULL;
-			gone = path;
-			if (delete_is_detached_overlay(into) &&
+			if ((b = branch_of_overlay(snap.tree, into)) != NULL &&
+			    !b->attached &&
 			    (dnode = op_node_of(op, into)) != NULL) {
 				/* A detached branch is opened again by a switch. */
 				op_call(op, "blockdev-del", json_pack("{s:s}",
 				    "node-name", dnode));
 				op_forget_node(op, into);
-				op->result = json_pack("{s:[{s:s, s:b}], s:[]}",
-				    "files", "file", gone, "owned", 1, "gone");
 				return;
 			}
 		}
-		op->result = json_pack("{s:[{s:s, s:b}], s:[]}", "files",
-		    "file", gone, "owned", 1, "gone");
 		/* FALLTHROUGH */
 	case 7:
 		op->stage = 8;

@@ -187,6 +187,9 @@ void			 branch_remove(struct snap_tree *, struct branch *);
 void			 snap_files_set(struct snap_file **, size_t *,
 			    const struct snap_file *, size_t);
 void			 snap_files_free(struct snap_file *, size_t);
+uint64_t		 file_allocated(const char *);
+struct branch		*branch_of_overlay(const struct snap_tree *,
+			    const char *);
 void			 snap_file_take(struct snap_file *,
 			    const struct snap_file *);
 int			 branch_exclude_disk(struct snap_tree *,

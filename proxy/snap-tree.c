@@ -480,19 +480,46 @@ files_json(const struct snap_file *f, size_t n, int full)
 	return a;
 }
 
+/* The bytes a file takes on disk, or UINT64_MAX when it cannot be known. */
+uint64_t
+file_allocated(const char *path)
+{
+	struct stat	sb;
+
+	if (stat(path, &sb) == -1)
+		return UINT64_MAX;
+	return (uint64_t)sb.st_blocks * 512;
+}
+
 /* The bytes the files take on disk, as the queries show them. */
 static json_t *
 files_size_json(const struct snap_file *f, size_t n)
 {
-	struct stat	sb;
 	json_int_t	total = 0;
+	uint64_t	size;
 	size_t		i;
 
 	for (i = 0; i < n; i++) {
-		if (stat(f[i].file, &sb) == 0)
-			total += (json_int_t)sb.st_blocks * 512;
+		if ((size = file_allocated(f[i].file)) != UINT64_MAX)
+			total += (json_int_t)size;
 	}
 	return json_integer(total);
+}
+
+/* The branch that has path as an overlay, or NULL. */
+struct branch *
+branch_of_overlay(const struct snap_tree *t, const char *path)
+{
+	struct branch	*b;
+	size_t		 i;
+
+	TAILQ_FOREACH(b, &t->branches, entry) {
+		for (i = 0; i < b->ndisks; i++) {
+			if (strcmp(b->disks[i].file, path) == 0)
+				return b;
+		}
+	}
+	return NULL;
 }
 
 /* A snapshot as the queries show it (new reference). */
