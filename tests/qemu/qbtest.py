@@ -342,6 +342,20 @@ class Env:
     def path(self, name):
         return os.path.join(self.dir, name)
 
+    def _attach_disks(self, disks):
+        """Disk objects (or device ids) become self.disks; returns their
+        QEMU arguments."""
+        args = []
+        if disks:
+            self.disks = {}
+        for i, d in enumerate(disks):
+            if not isinstance(d, Disk):
+                d = Disk(d)
+            d.attach(self, i)
+            self.disks[d.id] = d
+            args += d.args()
+        return args
+
     def start_qemu(self, sock="qemu.sock", direct="direct.sock", more=(),
                    extra=(), wait=True, name=None, disks=()):
         """Start QEMU with QMP monitors on sock (for the proxy), direct
@@ -351,15 +365,7 @@ class Env:
         They are remembered in self.disks for write()/check()."""
         if name is None:
             name = "qemu%d" % sum(isinstance(p, Qemu) for p in self._procs)
-        disk_args = []
-        if disks:
-            self.disks = {}
-        for i, d in enumerate(disks):
-            if not isinstance(d, Disk):
-                d = Disk(d)
-            d.attach(self, i)
-            self.disks[d.id] = d
-            disk_args += d.args()
+        disk_args = self._attach_disks(disks)
         q = Qemu(self, self.path(sock),
                  self.path(direct) if direct else None,
                  [self.path(m) for m in more], disk_args + list(extra), name)
@@ -394,15 +400,7 @@ class Env:
         if name is None:
             name = "qbranchd%d" % sum(isinstance(p, Proxy)
                                       for p in self._procs)
-        disk_args = []
-        if disks:
-            self.disks = {}
-        for i, d in enumerate(disks):
-            if not isinstance(d, Disk):
-                d = Disk(d)
-            d.attach(self, i)
-            self.disks[d.id] = d
-            disk_args += d.args()
+        disk_args = self._attach_disks(disks)
         qemu_argv = [qemu or QEMU, "-accel", "kvm", "-accel", "tcg",
                      "-nodefaults", "-display", "none", "-m", "64"]
         if paused:
