@@ -129,7 +129,7 @@ void	 splice_apply(struct buf *, const char *, size_t,
 
 /* snap-tree.c: the snapshot and branch model, pure data. */
 #define SNAP_NAME_MAX		64
-#define SNAP_TREE_VERSION	1
+#define SNAP_TREE_VERSION	2	/* reads 1 too */
 
 /* One disk's image in a snapshot (frozen) or a branch (its overlay). */
 struct snap_file {
@@ -148,6 +148,7 @@ struct snapshot {
 	struct snapshot		*parent;
 	struct snap_file	*disks;
 	size_t			 ndisks;
+	uint64_t		 serial;	/* order of making, in memory */
 	TAILQ_ENTRY(snapshot)	 entry;
 };
 
@@ -157,6 +158,7 @@ struct branch {
 	int			 attached;
 	struct snap_file	*disks;
 	size_t			 ndisks;
+	uint64_t		 serial;	/* order of making, in memory */
 	TAILQ_ENTRY(branch)	 entry;
 };
 
@@ -170,7 +172,6 @@ struct snap_tree {
 struct snap_tree	*snap_tree_new(void);
 void			 snap_tree_free(struct snap_tree *);
 struct snap_tree	*snap_tree_from_json(json_t *, char **);
-char			*snap_tree_text(const struct snap_tree *);
 int			 snap_name_is_valid(const char *);
 struct snapshot		*snap_find(const struct snap_tree *, const char *);
 struct branch		*branch_find(const struct snap_tree *, const char *);
@@ -208,6 +209,32 @@ void			 snap_tree_keep_base(struct snap_tree *,
 void			 snap_tree_drop_base(struct snap_tree *, const char *);
 char			*snap_stem(const char *);
 
+/* tree-file.c: the tree's file form, whole and as a journal of changes. */
+struct tree_line {			/* one snapshot or branch */
+	uint64_t	 serial;
+	char		*text;
+	size_t		 len;
+};
+
+struct tree_file {
+	struct tree_line	*snaps;
+	size_t			 nsnaps;
+	struct tree_line	*branches;
+	size_t			 nbranches;
+	char			*bases;
+	size_t			 bases_len;
+	uint64_t		 seq;		/* the last change it holds */
+};
+
+void		 tree_file_set(struct tree_file *, const struct snap_tree *);
+void		 tree_file_clear(struct tree_file *);
+char		*tree_file_text(const struct tree_file *);
+char		*snap_tree_text(const struct snap_tree *);
+char		*tree_file_change(const struct tree_file *,
+		    const struct snap_tree *, struct tree_file *, int *);
+int		 tree_journal_replay(json_t *, const char *, size_t, size_t *,
+		    char **);
+
 /* qcow2-overlay.c: a new overlay's bytes. */
 int			 qcow2_overlay_build(uint64_t, const char *,
 			    const char *, unsigned char **, size_t *,
@@ -219,6 +246,16 @@ int			 store_prepare(const char *, const char *, const char *,
 int			 store_commit(const char *, const char *, char **);
 void			 store_abort(const char *, const char *);
 json_t			*store_read(const char *, const char *, char **);
+#define STORE_PAGE	4096
+size_t			 store_record_len(size_t);
+int			 store_reserve(const char *, const char *, off_t,
+			    size_t, char **);
+int			 store_append(const char *, const char *, off_t,
+			    const char *, char **);
+int			 store_truncate(const char *, const char *, off_t,
+			    char **);
+char			*store_read_text(const char *, const char *,
+			    size_t *, char **);
 
 /*
  * The daemon's parts below use libevent; the pure parts above do not.
@@ -430,8 +467,9 @@ struct op {
 	char		*fail_context;	/* put before the error's text */
 	int		 save_on_fail;	/* QEMU changed: write the tree anyway */
 	json_t		*undo;		/* what to do to take it back */
-	char		*tree_backup;	/* the model before the change */
-	char		*tree_text;	/* the prepared tree file's text */
+	int		 tree_began;	/* op_tree_begin() was called */
+	char		*tree_backup;	/* the model then, if not as written */
+	struct tree_write *tree_write;	/* the prepared one */
 	int		 tree_prepared;	/* the new tree file is written */
 	char		*commit_error;	/* the tree file could not replace */
 	json_t		*result;
@@ -505,7 +543,11 @@ struct op {
 
 struct snap_state {
 	struct snap_tree	*tree;
-	char			*text;		/* the tree as last written */
+	struct tree_file	 saved;		/* the tree as last written */
+	int			 model_dirty;	/* tree and saved may differ */
+	int			 whole_next;	/* the journal is out of step */
+	off_t			 journal_end;	/* where the next record goes */
+	size_t			 file_len;	/* the whole file's length */
 	char			*broken;	/* why the tree is unusable */
 	struct op		*op;		/* the one running */
 	int			 reconciling;	/* clients wait for it */
@@ -522,15 +564,11 @@ struct op_io {
 	char		*(*work)(struct op_io *);
 	void		 (*after)(struct op_io *);
 	char		*error;
-	char		*path;
 	void		*data;
-	size_t		 len;
-	uint64_t	 file_len;
+	off_t		 off;
 };
 
 void		 disk_info_free(struct disk_info *, size_t);
-void		 snap_init(void);
-void		 snap_shutdown(void);
 int		 snap_op_wants_events(void);
 int		 snap_op_blocks(const char *);
 void		 snap_op_event(json_t *);
@@ -549,14 +587,22 @@ const char	*op_first_error(json_t *);
 void		 op_job(struct op *, const char *, json_t *);
 void		 op_undo_call(struct op *, const char *, json_t *);
 void		 op_undo_unlink(struct op *, const char *);
-void		 op_commit(struct op *);
-void		 op_tree_begin(struct op *);
 void		 op_paths_alloc(struct op *, size_t);
-void		 op_tree_prepare(struct op *);
-void		 op_tree_preflight(struct op *);
-void		 op_tree_save(struct op *);
 void		 op_io(struct op *, struct op_io *);
 void		 op_io_wait(struct op *);
+
+/* snap-save.c: the tree in the state directory. */
+void		 snap_init(void);
+void		 snap_shutdown(void);
+void		 op_tree_begin(struct op *);
+void		 op_tree_prepare(struct op *);
+void		 op_commit(struct op *);
+void		 op_tree_preflight(struct op *);
+void		 op_tree_save(struct op *);
+void		 op_tree_rollback(struct op *);
+void		 op_tree_end(struct op *);
+
+/* snap-discover.c: what QEMU has, and the tree checked against it. */
 #define DISCOVER_DISKS	0	/* run state, disks, exports */
 #define DISCOVER_ALL	1	/* and every open node */
 void		 op_discover(struct op *, int);

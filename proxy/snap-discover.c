@@ -203,6 +203,7 @@ tree_init(struct disk_info *disks, size_t n)
 		return;
 	b = branch_add(snap.tree, "main", NULL);
 	b->attached = 1;
+	snap.model_dirty = 1;		/* written with the first change */
 	b->disks = xcalloc(n, sizeof *b->disks);
 	b->ndisks = n;
 	for (i = 0; i < n; i++) {

@@ -26,52 +26,6 @@ static void	op_reply_cb(json_t *, void *);
 static void	op_undo_next(struct op *, json_t *);
 static void	op_finish(struct op *);
 static void	progress_stop(struct op *);
-static void	op_tree_rollback(struct op *);
-
-/* Loads the tree from the state directory at start-up. */
-void
-snap_init(void)
-{
-	json_t	*v;
-	char	*cause = NULL;
-
-	snap.tree = NULL;
-	if (opts.state_dir == NULL) {
-		log_info("no --state-dir: the snapshot tree lives in memory "
-		    "only and is lost at exit");
-		snap.tree = snap_tree_new();
-		return;
-	}
-	v = store_read(opts.state_dir, SNAP_TREE_FILE, &cause);
-	if (v == NULL && cause == NULL) {
-		snap.tree = snap_tree_new();
-		return;
-	}
-	if (v != NULL && (snap.tree = snap_tree_from_json(v, &cause)) != NULL) {
-		json_decref(v);
-		log_info("snapshot tree loaded from %s/%s", opts.state_dir,
-		    SNAP_TREE_FILE);
-		return;
-	}
-	json_decref(v);
-	xasprintf(&snap.broken, "the tree file %s/%s is unusable (%s); "
-	    "snapshot commands are refused until it is repaired or removed",
-	    opts.state_dir, SNAP_TREE_FILE, cause);
-	log_warnx("%s", snap.broken);
-	free(cause);
-}
-
-/* Frees the model at exit. */
-void
-snap_shutdown(void)
-{
-	snap_tree_free(snap.tree);
-	snap.tree = NULL;
-	free(snap.text);
-	snap.text = NULL;
-	free(snap.broken);
-	snap.broken = NULL;
-}
 
 /* Whether an operation runs (and QEMU's events must be looked at). */
 int
@@ -177,11 +131,7 @@ op_finish(struct op *op)
 		return;
 	}
 	snap.op = NULL;
-	if (op->error != NULL || op->commit_error != NULL) {
-		/* The model may differ from the last text written. */
-		free(snap.text);
-		snap.text = NULL;
-	}
+	op_tree_end(op);
 	progress_stop(op);
 	if (op->on_end != NULL)
 		op->on_end(op);
@@ -199,8 +149,6 @@ op_finish(struct op *op)
 	json_decref(op->opening);
 	json_decref(op->closing);
 	json_decref(op->replies);
-	free(op->tree_backup);
-	free(op->tree_text);
 	free(op->commit_error);
 	free(op->run_state);
 	free(op->error);
@@ -332,7 +280,6 @@ op_io_done(void *arg)
 		io->error = NULL;
 	}
 	free(io->error);
-	free(io->path);
 	free(io->data);
 	free(io);
 	if (op->io_pending > 0)
@@ -373,137 +320,6 @@ op_io_wait(struct op *op)
 	op->step(op, NULL);
 }
 
-static struct op_io *
-tree_io(char *(*work)(struct op_io *), void (*after)(struct op_io *))
-{
-	struct op_io	*io;
-
-	io = xcalloc(1, sizeof *io);
-	io->work = work;
-	io->after = after;
-	io->data = snap_tree_text(snap.tree);
-	return io;
-}
-
-/* The tree's text as the file will have it once this write is done. */
-static void
-tree_text_is(const char *text)
-{
-	free(snap.text);
-	snap.text = xstrdup(text);
-}
-
-/*
- * The tree changes in two phases around QEMU's irreversible step. Before
- * it, op_tree_begin() keeps a copy, the model is changed, and
- * op_tree_prepare() writes it to a prepared file: a full or read-only state
- * directory fails there, while nothing has changed yet. op_commit() then
- * puts the file in place; a failure before that brings the model back.
- * Both write in a thread: op_io_wait() waits for them.
- */
-void
-op_tree_begin(struct op *op)
-{
-	/* The text last written is the model as it is: no need to redo it. */
-	if (snap.text == NULL)
-		snap.text = snap_tree_text(snap.tree);
-	free(op->tree_backup);
-	op->tree_backup = xstrdup(snap.text);
-}
-
-static char *
-tree_prepare_work(struct op_io *io)
-{
-	char	*cause = NULL, *error;
-
-	if (store_prepare(opts.state_dir, SNAP_TREE_FILE,
-	    io->data, &cause) == 0)
-		return NULL;
-	xasprintf(&error, "%s; nothing was changed", cause);
-	free(cause);
-	return error;
-}
-
-static void
-tree_prepared(struct op_io *io)
-{
-	struct op	*op = io->op;
-
-	if (io->error == NULL && op->undoing) {
-		/* The operation failed meanwhile: the tree stays as it was. */
-		store_abort(opts.state_dir, SNAP_TREE_FILE);
-		return;
-	}
-	if (io->error == NULL) {
-		op->tree_prepared = 1;
-		free(op->tree_text);
-		op->tree_text = xstrdup(io->data);
-		return;
-	}
-	if (op->io_error == NULL) {
-		op->io_error = io->error;
-		io->error = NULL;
-	}
-}
-
-void
-op_tree_prepare(struct op *op)
-{
-	if (opts.state_dir == NULL) {
-		/* No file: only the model's text is kept. */
-		free(op->tree_text);
-		op->tree_text = snap_tree_text(snap.tree);
-		op->tree_prepared = 1;
-		return;
-	}
-	op_io(op, tree_io(tree_prepare_work, tree_prepared));
-}
-
-/*
- * For operations whose new tree is known only at their end: checks that
- * the state directory takes a tree file now, before anything changes.
- */
-static char *
-tree_preflight_work(struct op_io *io)
-{
-	char	*error;
-
-	if ((error = tree_prepare_work(io)) == NULL)
-		store_abort(opts.state_dir, SNAP_TREE_FILE);
-	return error;
-}
-
-void
-op_tree_preflight(struct op *op)
-{
-	if (opts.state_dir == NULL)
-		return;
-	op_io(op, tree_io(tree_preflight_work, NULL));
-}
-
-/* Brings the model back to what it was at op_tree_begin(). */
-static void
-op_tree_rollback(struct op *op)
-{
-	struct snap_tree	*t;
-	json_t			*v;
-	char			*cause = NULL;
-
-	if (op->tree_backup == NULL)
-		return;
-	v = json_loads(op->tree_backup, 0, NULL);
-	if (v == NULL || (t = snap_tree_from_json(v, &cause)) == NULL)
-		fatalx("tree copy unreadable: %s", cause);
-	json_decref(v);
-	snap_tree_free(snap.tree);
-	snap.tree = t;
-	if (op->tree_prepared && opts.state_dir != NULL)
-		store_abort(opts.state_dir, SNAP_TREE_FILE);
-	op->tree_prepared = 0;
-	free(op->tree_backup);
-	op->tree_backup = NULL;
-}
-
 /* Makes room for n new images: paths, backings and devices. */
 void
 op_paths_alloc(struct op *op, size_t n)
@@ -527,88 +343,6 @@ void
 op_undo_unlink(struct op *op, const char *path)
 {
 	json_array_append_new(op->undo, json_pack("{s:s}", "unlink", path));
-}
-
-/* A tree file that could not be put in place, after QEMU changed. */
-static void
-tree_committed(struct op_io *io)
-{
-	struct op	*op = io->op;
-
-	if (io->error == NULL)
-		return;
-	log_warnx("%s", io->error);
-	if (op->error == NULL && op->commit_error == NULL) {
-		op->commit_error = io->error;
-		io->error = NULL;
-	}
-}
-
-static char *
-tree_commit_work(struct op_io *io)
-{
-	char	*cause = NULL;
-
-	store_commit(opts.state_dir, SNAP_TREE_FILE, &cause);
-	return cause;
-}
-
-/*
- * QEMU has changed for good: nothing will be undone any more, and the
- * prepared tree file takes the place of the old one (in a thread: see
- * op_io_wait(); a failure is op->commit_error).
- */
-void
-op_commit(struct op *op)
-{
-	struct op_io	*io;
-
-	json_array_clear(op->undo);
-	if (!op->tree_prepared)
-		return;
-	op->tree_prepared = 0;
-	free(op->tree_backup);
-	op->tree_backup = NULL;
-	free(snap.text);
-	snap.text = op->tree_text;
-	op->tree_text = NULL;
-	if (opts.state_dir == NULL)
-		return;
-	io = xcalloc(1, sizeof *io);
-	io->work = tree_commit_work;
-	io->after = tree_committed;
-	op_io(op, io);
-}
-
-static char *
-tree_save_work(struct op_io *io)
-{
-	char	*cause = NULL;
-
-	if (store_prepare(opts.state_dir, SNAP_TREE_FILE,
-	    io->data, &cause) == 0)
-		store_commit(opts.state_dir, SNAP_TREE_FILE, &cause);
-	return cause;
-}
-
-/*
- * Writes the tree as it is now, for operations that change QEMU before
- * their tree is known (after op_tree_preflight()): a failure is
- * op->commit_error once op_io_wait() continues.
- */
-void
-op_tree_save(struct op *op)
-{
-	struct op_io	*io;
-
-	if (opts.state_dir == NULL) {
-		free(snap.text);
-		snap.text = NULL;
-		return;
-	}
-	io = tree_io(tree_save_work, tree_committed);
-	tree_text_is(io->data);
-	op_io(op, io);
 }
 
 /* Sends a command; the step continues with its "return" (args stolen). */

@@ -18,6 +18,9 @@
 
 #include "qbranch.h"
 
+/* Entries made in this process, in order: how the tree file tells them. */
+static uint64_t	snap_serial;
+
 /* Makes an empty tree. */
 struct snap_tree *
 snap_tree_new(void)
@@ -264,6 +267,7 @@ snap_add(struct snap_tree *t, const char *name, struct snapshot *parent)
 	s->description = xstrdup("");
 	s->vm_state = xstrdup("");
 	s->parent = parent;
+	s->serial = ++snap_serial;
 	TAILQ_INSERT_TAIL(&t->snapshots, s, entry);
 	return s;
 }
@@ -299,6 +303,7 @@ branch_add(struct snap_tree *t, const char *name, struct snapshot *from)
 	b = xcalloc(1, sizeof *b);
 	b->name = xstrdup(name);
 	b->base = from;
+	b->serial = ++snap_serial;
 	TAILQ_INSERT_TAIL(&t->branches, b, entry);
 	return b;
 }
@@ -559,103 +564,6 @@ branch_json(const struct branch *b)
 	    "size", files_size_json(b->disks, b->ndisks));
 }
 
-/*
- * The tree file's text, one snapshot or branch per line. Written directly,
- * not through jansson: with a thousand snapshots every operation writes
- * the whole tree, and this is ten times faster.
- */
-#define ADD(b, lit)	buf_add((b), (lit), sizeof(lit) - 1)
-
-static void
-text_str(struct buf *b, const char *key_colon, size_t len, const char *value)
-{
-	buf_add(b, key_colon, len);
-	if (value != NULL)
-		qmp_quote_into(b, value);
-	else
-		ADD(b, "null");
-}
-/* pre goes before the key, punctuation such as ", " or "{". */
-#define STR(b, pre, key, value)	text_str((b), pre "\"" key "\": ", \
-				    sizeof(pre "\"" key "\": ") - 1, (value))
-
-static void
-text_files(struct buf *b, const struct snap_file *f, size_t n)
-{
-	size_t	i;
-
-	ADD(b, "[");
-	for (i = 0; i < n; i++) {
-		if (i > 0)
-			ADD(b, ", ");
-		STR(b, "{", "device", f[i].device);
-		STR(b, ", ", "file", f[i].file);
-		STR(b, ", ", "format", f[i].format);
-		STR(b, ", ", "backing", f[i].backing);
-		if (f[i].owned)
-			ADD(b, ", \"owned\": true}");
-		else
-			ADD(b, ", \"owned\": false}");
-	}
-	ADD(b, "]");
-}
-
-char *
-snap_tree_text(const struct snap_tree *t)
-{
-	const struct snapshot	*s;
-	const struct branch	*br;
-	struct buf		 b = { NULL, 0, 0 };
-	char			 num[32];
-	int			 first = 1, len;
-
-	/* Room for all of it at once: no copying as it grows. */
-	b.cap = 4096 + 64 * t->nbases;
-	TAILQ_FOREACH(s, &t->snapshots, entry)
-		b.cap += 256 + 320 * s->ndisks;
-	TAILQ_FOREACH(br, &t->branches, entry)
-		b.cap += 128 + 320 * br->ndisks;
-	b.data = xmalloc(b.cap);
-	len = snprintf(num, sizeof num, "%d", SNAP_TREE_VERSION);
-	ADD(&b, "{\"version\": ");
-	buf_add(&b, num, len);
-	ADD(&b, ",\n\"snapshots\": [");
-	TAILQ_FOREACH(s, &t->snapshots, entry) {
-		if (!first)
-			ADD(&b, ",");
-		first = 0;
-		STR(&b, "\n {", "name", s->name);
-		STR(&b, ", ", "parent", s->parent ? s->parent->name : NULL);
-		len = snprintf(num, sizeof num, ", \"created\": %lld",
-		    (long long)s->created);
-		buf_add(&b, num, len);
-		STR(&b, ", ", "description", s->description);
-		STR(&b, ", ", "vm-state", s->vm_state);
-		ADD(&b, ", \"disks\": ");
-		text_files(&b, s->disks, s->ndisks);
-		ADD(&b, "}");
-	}
-	ADD(&b, "],\n\"branches\": [");
-	first = 1;
-	TAILQ_FOREACH(br, &t->branches, entry) {
-		if (!first)
-			ADD(&b, ",");
-		first = 0;
-		STR(&b, "\n {", "name", br->name);
-		STR(&b, ", ", "base", br->base ? br->base->name : NULL);
-		if (br->attached)
-			ADD(&b, ", \"attached\": true, \"disks\": ");
-		else
-			ADD(&b, ", \"attached\": false, \"disks\": ");
-		text_files(&b, br->disks, br->ndisks);
-		ADD(&b, "}");
-	}
-	ADD(&b, "],\n\"bases\": ");
-	text_files(&b, t->bases, t->nbases);
-	ADD(&b, "}\n");
-	return b.data;
-}
-
 static int
 files_from_json(json_t *a, struct snap_file **fp, size_t *np, char **cause)
 {
@@ -715,7 +623,7 @@ snap_tree_from_json(json_t *root, char **cause)
 		why = xstrdup("not a tree file");
 		goto fail;
 	}
-	if (version != SNAP_TREE_VERSION) {
+	if (version < 1 || version > SNAP_TREE_VERSION) {
 		xasprintf(&why, "version %lld, this qbranchd reads %d",
 		    (long long)version, SNAP_TREE_VERSION);
 		goto fail;

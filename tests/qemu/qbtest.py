@@ -1053,6 +1053,45 @@ def sha256(path):
     return h.hexdigest()
 
 
+def read_tree(state_dir):
+    """The tree as the state directory holds it: tree.json with the
+    records of tree.journal replayed on it, as README.md documents them
+    (written apart from qbranchd's code, so that each checks the other).
+    A last record cut short is left out."""
+    with open(os.path.join(state_dir, "tree.json")) as f:
+        tree = json.load(f)
+    try:
+        with open(os.path.join(state_dir, "tree.journal"), "rb") as f:
+            lines = f.read().split(b"\n")
+    except FileNotFoundError:
+        lines = []
+    seq = tree.get("seq", 0)
+    for line in lines:
+        if not line.strip(b" "):
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            break
+        if rec["seq"] <= seq:
+            continue
+        assert rec["seq"] == seq + 1, "journal out of order"
+        for key in ("snapshots", "branches"):
+            entries = tree[key]
+            for op in rec.get(key, []):
+                if op[0] == "del":
+                    del entries[op[1]]
+                elif op[0] == "set":
+                    entries[op[1]] = op[2]
+                else:
+                    assert op[0] == "add" and len(op) == 2
+                    entries.append(op[1])
+        if "bases" in rec:
+            tree["bases"] = rec["bases"]
+        seq = tree["seq"] = rec["seq"]
+    return tree
+
+
 def backing_chain(path):
     """Files of path's backing chain, path first (qemu-img info -U)."""
     r = subprocess.run([QEMU_IMG, "info", "-U", "--backing-chain",
@@ -1155,9 +1194,12 @@ class SnapVM:
     def running(self):
         return self.status().get("running")
 
-    def restart_proxy(self):
-        """SIGTERM qbranchd and start it again with the same arguments."""
+    def restart_proxy(self, kill=False):
+        """SIGTERM (kill: SIGKILL) qbranchd and start it again with the
+        same arguments."""
         self.c.close()
+        if kill:
+            self.proxy.kill()
         self.proxy.stop()
         self.proxy = self.env.start_proxy(args=self.proxy_args)
         self.c = self.proxy.client(negotiate=True, timeout=CMD_TIMEOUT)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # A full disk. Overlays go to --image-dir on a small tmpfs, and the tree
-# file to a state directory on another one. With either full, create,
+# file and its journal to a state directory on another one. With either full, create,
 # revert and switch fail with a clear error and leave the tree, the files
 # and the guest data as they were; with room again, the same operations
 # work. A merge that runs out of room midway leaves the snapshot deleted,
@@ -44,10 +44,20 @@ def fill(path):
     return filler
 
 
+def state_files(state):
+    """The tree file and its journal, as they are on disk."""
+    out = {}
+    for name in ("tree.json", "tree.journal"):
+        p = os.path.join(state, name)
+        if os.path.exists(p):
+            out[name] = open(p, "rb").read()
+    return out
+
+
 def main(env):
     images, state = env.path("images"), env.path("state")
     if os.geteuid() != 0 or not (mount_tmpfs(images, "16m") and
-                                 mount_tmpfs(state, "64k")):
+                                 mount_tmpfs(state, "1m")):
         qbtest.skip_all("needs root to mount tmpfs")
         return
     try:
@@ -79,7 +89,7 @@ def run(env, images, state):
     vm.check_data("with room again, create works")
 
     # ---- the state directory is full ----------------------------------
-    tree = open(os.path.join(state, "tree.json")).read()
+    tree = state_files(state)
     filler = fill(state)
     vm.write(0xa3, 0)
     vm.expect_error("qbranch-snapshot-create", {"name": "s3"},
@@ -91,8 +101,8 @@ def run(env, images, state):
     vm.expect_error("qbranch-snapshot-delete", {"name": "s2"},
                     "delete with the state directory full",
                     desc_re="cannot write")
-    eq(open(os.path.join(state, "tree.json")).read(), tree,
-       "the tree file is the last good one")
+    eq(state_files(state), tree,
+       "the tree file and its journal are the last good ones")
     ok(not [f for f in os.listdir(state) if f.endswith(".tmp")],
        "no temporary tree file left behind")
     if os.path.exists(filler):
@@ -121,9 +131,9 @@ def run(env, images, state):
     vm.restart_proxy()
     vm.check_tree("the tree file was in step: same tree after a restart")
     vm.check_files("the unmerged image is still there, as a base")
-    bases = open(os.path.join(state, "tree.json")).read()
-    ok(os.path.join(images, "vda.s3") in bases and '"bases": [{' in
-       bases.replace("\n", ""), "s4's image vda.s3 is an unnamed base")
+    bases = [b["file"] for b in qbtest.read_tree(state)["bases"]]
+    ok(os.path.join(images, "vda.s3") in bases,
+       "s4's image vda.s3 is an unnamed base", bases)
     vm.create("s5")
     vm.write(0x7c, 0)
     vm.delete("s5")
