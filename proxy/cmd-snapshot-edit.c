@@ -71,6 +71,7 @@ edit_step(struct op *op, json_t *ret)
 		if (newname != NULL) {
 			free(s->name);
 			s->name = xstrdup(newname);
+			s->revert_next = 0;	/* new names, from 1 */
 		}
 		if (desc != NULL) {
 			free(s->description);

@@ -119,7 +119,13 @@ revert_names(struct op *op, struct snapshot *s, struct branch *b)
 		}
 		op->backings[i] = xstrdup(f->file);
 	}
-	for (n = 1;; n++) {
+	/*
+	 * From where the last revert to s stopped, or lower where a branch
+	 * removed since freed a name (branch_remove()): a test rig reverting
+	 * to one snapshot a thousand times must not look through a thousand
+	 * taken names each time.
+	 */
+	for (n = s->revert_next > 0 ? s->revert_next : 1;; n++) {
 		xasprintf(&suffix, "%s-%d", s->name, n);
 		free_ = bname != NULL || branch_find(snap.tree, suffix) == NULL;
 		for (i = 0; i < b->ndisks; i++) {
@@ -136,6 +142,8 @@ revert_names(struct op *op, struct snapshot *s, struct branch *b)
 			break;
 		free(suffix);
 	}
+	if (bname == NULL)
+		s->revert_next = n + 1;
 	op->name = xstrdup(bname != NULL ? bname : suffix);
 	free(suffix);
 	for (i = 0; i < b->ndisks; i++) {

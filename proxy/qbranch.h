@@ -100,6 +100,7 @@ char	*qmp_error_reply(const char *, const char *, const char *, size_t);
 char	*qmp_return_reply(const char *, const char *, size_t);
 char	*qmp_json_quote(const char *);
 void	 qmp_quote_into(struct buf *, const char *);
+extern const unsigned char qmp_plain[256];
 
 /* request.c: the shape QEMU requires of a command, checked before use. */
 struct qmp_request {
@@ -149,6 +150,7 @@ struct snapshot {
 	struct snap_file	*disks;
 	size_t			 ndisks;
 	uint64_t		 serial;	/* order of making, in memory */
+	int			 revert_next;	/* a revert's <name>-<N> from here */
 	TAILQ_ENTRY(snapshot)	 entry;
 };
 

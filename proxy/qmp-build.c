@@ -57,6 +57,12 @@ qmp_requote(struct buf *b, const char *p, size_t len)
 	}
 }
 
+/* The bytes that go into a JSON string as they are: printable ASCII but "
+ * and \. */
+const unsigned char qmp_plain[256] = {
+	[0x20 ... 0x21] = 1, [0x23 ... 0x5b] = 1, [0x5d ... 0x7e] = 1,
+};
+
 /*
  * Appends s as a JSON string literal. Bytes that are not valid UTF-8
  * become U+FFFD, as QEMU's JSON writer does.
@@ -69,20 +75,21 @@ qmp_quote_into(struct buf *b, const char *s)
 	size_t			 n, i;
 
 	buf_add(b, "\"", 1);
-	while (*p != '\0') {
+	for (;;) {
+		for (n = 0; qmp_plain[p[n]]; n++)
+			;
+		if (n > 0) {
+			buf_add(b, p, n);
+			p += n;
+		}
+		if (*p == '\0')
+			break;
 		if (*p == '"' || *p == '\\') {
 			buf_add(b, "\\", 1);
 			buf_add(b, p++, 1);
 		} else if (*p < 0x20 || *p == 0x7f) {
 			snprintf(tmp, sizeof tmp, "\\u%04X", *p++);
 			buf_addstr(b, tmp);
-		} else if (*p < 0x80) {
-			/* A run of plain ASCII goes in at once. */
-			for (n = 1; p[n] >= 0x20 && p[n] < 0x7f && p[n] != '"' &&
-			    p[n] != '\\'; n++)
-				;
-			buf_add(b, p, n);
-			p += n;
 		} else {
 			n = *p >= 0xF0 && *p < 0xF5 ? 4 : *p >= 0xE0 &&
 			    *p < 0xF0 ? 3 : *p >= 0xC2 && *p < 0xE0 ? 2 : 0;

@@ -312,6 +312,20 @@ branch_add(struct snap_tree *t, const char *name, struct snapshot *from)
 void
 branch_remove(struct snap_tree *t, struct branch *b)
 {
+	struct snapshot	*s;
+	const char	*dash = strrchr(b->name, '-');
+	char		*stem, *end;
+	long		 n;
+
+	/* A default name <snapshot>-<N> is free again for reverts to it. */
+	if (dash != NULL && dash[1] >= '1' && dash[1] <= '9') {
+		n = strtol(dash + 1, &end, 10);
+		stem = xstrndup(b->name, dash - b->name);
+		if (*end == '\0' && (s = snap_find(t, stem)) != NULL &&
+		    n < s->revert_next)
+			s->revert_next = n;
+		free(stem);
+	}
 	TAILQ_REMOVE(&t->branches, b, entry);
 	branch_free(b);
 }
@@ -324,16 +338,17 @@ snap_tree_image(const struct snap_tree *t, const char *path)
 	struct branch	*b;
 	size_t		 i;
 
-	TAILQ_FOREACH(s, &t->snapshots, entry) {
-		for (i = 0; i < s->ndisks; i++) {
-			if (strcmp(s->disks[i].file, path) == 0)
-				return &s->disks[i];
-		}
-	}
+	/* Branches, then the newest snapshots: what operations ask about. */
 	TAILQ_FOREACH(b, &t->branches, entry) {
 		for (i = 0; i < b->ndisks; i++) {
 			if (strcmp(b->disks[i].file, path) == 0)
 				return &b->disks[i];
+		}
+	}
+	TAILQ_FOREACH_REVERSE(s, &t->snapshots, snap_list, entry) {
+		for (i = 0; i < s->ndisks; i++) {
+			if (strcmp(s->disks[i].file, path) == 0)
+				return &s->disks[i];
 		}
 	}
 	for (i = 0; i < t->nbases; i++) {
