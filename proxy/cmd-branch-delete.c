@@ -42,7 +42,6 @@ static void
 branch_delete_step(struct op *op, json_t *ret)
 {
 	struct branch	*b;
-	json_t		*f;
 	const char	*name;
 	size_t		 i;
 
@@ -90,10 +89,11 @@ branch_delete_step(struct op *op, json_t *ret)
 			op_fail(op, "%s", op->commit_error);
 			return;
 		}
-		json_array_foreach(op->result, i, f) {
-			if (unlink(json_string_value(f)) == -1)
-				log_warn("unlink %s", json_string_value(f));
-		}
+		op_unlink(op, op->result);
+		op_io_wait(op);
+		return;
+	case 4:
+		name = json_string_value(json_object_get(op->args, "branch"));
 		log_info("branch %s deleted", name);
 		op_done(op, json_object());
 		return;

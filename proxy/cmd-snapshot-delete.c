@@ -464,6 +464,7 @@ static void
 remove_step(struct op *op, json_t *ret)
 {
 	json_t			*files = json_object_get(op->result, "files");
+	json_t			*gone;
 	struct snap_file	*f, *dep;
 	const char		*path, *node;
 	char			 fnode[40];
@@ -501,13 +502,17 @@ remove_step(struct op *op, json_t *ret)
 		op->removing = 0;
 		if (node != NULL)
 			op_forget_node(op, path);
+		snap_tree_drop_base(snap.tree, path);
 		/* Only what qbranch made is ever removed. */
 		if (owned) {
 			log_debug("removing %s", path);
-			if (unlink(path) == -1)
-				log_warn("unlink %s", path);
+			gone = json_pack("[s]", path);
+			op_unlink(op, gone);
+			json_decref(gone);
+			json_array_remove(files, 0);
+			op_io_wait(op);		/* then on with the next */
+			return;
 		}
-		snap_tree_drop_base(snap.tree, path);
 		json_array_remove(files, 0);
 	}
 	json_decref(op->result);

@@ -202,8 +202,6 @@ revert_step(struct op *op, json_t *ret)
 {
 	struct snapshot	*s;
 	struct branch	*nb;
-	json_t		*f_;
-	size_t		 i;
 	int		 run;
 	char		*cause = NULL;
 
@@ -231,10 +229,10 @@ revert_step(struct op *op, json_t *ret)
 		return;
 	case 2:
 		/* The discarded branch's overlays go once QEMU has left them. */
-		json_array_foreach(op->result, i, f_) {
-			if (unlink(json_string_value(f_)) == -1)
-				log_warn("unlink %s", json_string_value(f_));
-		}
+		op_unlink(op, op->result);
+		op_io_wait(op);
+		return;
+	case 3:
 		s = op->subject;
 		nb = op->subject2;
 		if (op->commit_error != NULL) {

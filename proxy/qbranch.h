@@ -592,6 +592,7 @@ void		 op_undo_unlink(struct op *, const char *);
 void		 op_paths_alloc(struct op *, size_t);
 void		 op_io(struct op *, struct op_io *);
 void		 op_io_wait(struct op *);
+void		 op_unlink(struct op *, json_t *);
 
 /* snap-save.c: the tree in the state directory. */
 void		 snap_init(void);

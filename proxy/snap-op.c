@@ -292,6 +292,45 @@ op_io_done(void *arg)
 		op_io_wait(op);
 }
 
+static char *
+unlink_work(struct op_io *io)
+{
+	char	**paths = io->data;
+	size_t	  i;
+
+	for (i = 0; paths[i] != NULL; i++) {
+		if (unlink(paths[i]) == -1)
+			log_warn("unlink %s", paths[i]);
+		free(paths[i]);
+	}
+	return NULL;
+}
+
+/*
+ * Removes files (paths, a JSON array, borrowed) in a thread: removing a
+ * large file takes milliseconds the event loop does not have. One that
+ * cannot be removed is logged. op_io_wait() waits for it.
+ */
+void
+op_unlink(struct op *op, json_t *paths)
+{
+	struct op_io	*io;
+	char		**v;
+	json_t		*p;
+	size_t		  i, n = 0;
+
+	v = xcalloc(json_array_size(paths) + 1, sizeof *v);
+	json_array_foreach(paths, i, p) {
+		if (json_is_string(p))
+			v[n++] = xstrdup(json_string_value(p));
+	}
+	io = xcalloc(1, sizeof *io);
+	io->work = unlink_work;
+	io->after = NULL;
+	io->data = v;
+	op_io(op, io);
+}
+
 /* Starts io->work(io) in a thread; io (allocated) is freed after it. */
 void
 op_io(struct op *op, struct op_io *io)
