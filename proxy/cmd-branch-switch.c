@@ -83,6 +83,8 @@ switch_step(struct op *op, json_t *ret)
 		op_tree_begin(op);
 		old->attached = 0;
 		b->attached = 1;
+		branch_touch(old);
+		branch_touch(b);
 		op_tree_prepare(op);
 		op_attach(op, 1, run);
 		return;

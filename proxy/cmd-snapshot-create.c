@@ -152,6 +152,7 @@ create_apply(struct op *op, struct branch *b)
 		b->disks[i].owned = 1;
 	}
 	b->base = s;
+	branch_touch(b);
 	return s;
 }
 

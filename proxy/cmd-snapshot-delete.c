@@ -389,10 +389,12 @@ delete_step(struct op *op, json_t *ret)
 		if (merge_is_commit(m)) {
 			/* The branch now runs on the image merged into. */
 			snap_file_take(dep, f);
+			snap_tree_touch_file(snap.tree, dep);
 			snap_tree_drop_base(snap.tree, path);
 		} else {
 			free(dep->backing);
 			dep->backing = f->backing ? xstrdup(f->backing) : NULL;
+			snap_tree_touch_file(snap.tree, dep);
 			if ((b = branch_of_overlay(snap.tree, into)) != NULL &&
 			    !b->attached &&
 			    (dnode = op_node_of(op, into)) != NULL) {

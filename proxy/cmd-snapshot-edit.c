@@ -72,10 +72,12 @@ edit_step(struct op *op, json_t *ret)
 			free(s->name);
 			s->name = xstrdup(newname);
 			s->revert_next = 0;	/* new names, from 1 */
+			snap_touch_name(snap.tree, s);
 		}
 		if (desc != NULL) {
 			free(s->description);
 			s->description = xstrdup(desc);
+			snap_touch(s);
 		}
 		op->subject = s;
 		op_tree_prepare(op);

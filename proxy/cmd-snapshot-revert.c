@@ -174,6 +174,7 @@ revert_apply(struct op *op, struct snapshot *s)
 
 	old = branch_attached(snap.tree);
 	old->attached = 0;
+	branch_touch(old);
 	nb = branch_add(snap.tree, op->name, s);
 	nb->attached = 1;
 	nb->ndisks = op->npaths;

@@ -150,6 +150,7 @@ struct snapshot {
 	struct snap_file	*disks;
 	size_t			 ndisks;
 	uint64_t		 serial;	/* order of making, in memory */
+	struct tree_text	*line;		/* its tree file line, or NULL */
 	int			 revert_next;	/* a revert's <name>-<N> from here */
 	TAILQ_ENTRY(snapshot)	 entry;
 };
@@ -161,6 +162,7 @@ struct branch {
 	struct snap_file	*disks;
 	size_t			 ndisks;
 	uint64_t		 serial;	/* order of making, in memory */
+	struct tree_text	*line;		/* its tree file line, or NULL */
 	TAILQ_ENTRY(branch)	 entry;
 };
 
@@ -191,6 +193,11 @@ void			 snap_files_set(struct snap_file **, size_t *,
 			    const struct snap_file *, size_t);
 void			 snap_files_free(struct snap_file *, size_t);
 uint64_t		 file_allocated(const char *);
+void			 snap_touch(struct snapshot *);
+void			 snap_touch_name(struct snap_tree *, struct snapshot *);
+void			 branch_touch(struct branch *);
+void			 snap_tree_touch_file(struct snap_tree *,
+			    const struct snap_file *);
 struct branch		*branch_of_overlay(const struct snap_tree *,
 			    const char *);
 void			 snap_file_take(struct snap_file *,
@@ -212,10 +219,15 @@ void			 snap_tree_drop_base(struct snap_tree *, const char *);
 char			*snap_stem(const char *);
 
 /* tree-file.c: the tree's file form, whole and as a journal of changes. */
-struct tree_line {			/* one snapshot or branch */
-	uint64_t	 serial;
-	char		*text;
+struct tree_text {			/* an entry's line, shared */
+	int		 refs;
 	size_t		 len;
+	char		 text[];
+};
+
+struct tree_line {			/* one snapshot or branch */
+	uint64_t		 serial;
+	struct tree_text	*line;
 };
 
 struct tree_file {
@@ -228,12 +240,14 @@ struct tree_file {
 	uint64_t		 seq;		/* the last change it holds */
 };
 
-void		 tree_file_set(struct tree_file *, const struct snap_tree *);
+extern int	 tree_file_check;
+void		 tree_text_unref(struct tree_text *);
+void		 tree_file_set(struct tree_file *, struct snap_tree *);
 void		 tree_file_clear(struct tree_file *);
 char		*tree_file_text(const struct tree_file *);
-char		*snap_tree_text(const struct snap_tree *);
-char		*tree_file_change(const struct tree_file *,
-		    const struct snap_tree *, struct tree_file *, int *);
+char		*snap_tree_text(struct snap_tree *);
+char		*tree_file_change(const struct tree_file *, struct snap_tree *,
+		    struct tree_file *, int *);
 int		 tree_journal_replay(json_t *, const char *, size_t, size_t *,
 		    char **);
 

@@ -431,6 +431,7 @@ main(int argc, char **argv)
 	evsignal_add(ev_int, NULL);
 	evsignal_add(ev_hup, NULL);
 	io_init();
+	tree_file_check = getenv("QBRANCHD_CHECK_TREE") != NULL;
 	snap_init();
 	if (qemu_argv != NULL) {
 		if ((path = launch_start(qemu_argv, &exit_status)) == NULL) {

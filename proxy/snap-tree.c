@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include <ctype.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -129,6 +130,7 @@ branch_exclude_disk(struct snap_tree *t, struct branch *b,
 		memmove(&b->disks[i], &b->disks[i + 1],
 		    (b->ndisks - i - 1) * sizeof *b->disks);
 		b->ndisks--;
+		branch_touch(b);
 		return 0;
 	}
 	xasprintf(cause, "device %s is not in the tree", device);
@@ -138,6 +140,7 @@ branch_exclude_disk(struct snap_tree *t, struct branch *b,
 static void
 snapshot_free(struct snapshot *s)
 {
+	tree_text_unref(s->line);
 	free(s->name);
 	free(s->description);
 	free(s->vm_state);
@@ -148,6 +151,7 @@ snapshot_free(struct snapshot *s)
 static void
 branch_free(struct branch *b)
 {
+	tree_text_unref(b->line);
 	free(b->name);
 	snap_files_free(b->disks, b->ndisks);
 	free(b);
@@ -283,15 +287,76 @@ snap_remove(struct snap_tree *t, struct snapshot *s)
 	struct branch	*b;
 
 	TAILQ_FOREACH(c, &t->snapshots, entry) {
-		if (c->parent == s)
+		if (c->parent == s) {
 			c->parent = s->parent;
+			snap_touch(c);
+		}
 	}
 	TAILQ_FOREACH(b, &t->branches, entry) {
-		if (b->base == s)
+		if (b->base == s) {
 			b->base = s->parent;
+			branch_touch(b);
+		}
 	}
 	TAILQ_REMOVE(&t->snapshots, s, entry);
 	snapshot_free(s);
+}
+
+/*
+ * An entry's tree file line is made once and kept (tree-file.c): whatever
+ * changes what an entry's line says must drop it, through these.
+ */
+void
+snap_touch(struct snapshot *s)
+{
+	tree_text_unref(s->line);
+	s->line = NULL;
+}
+
+void
+branch_touch(struct branch *b)
+{
+	tree_text_unref(b->line);
+	b->line = NULL;
+}
+
+/* A renamed snapshot: its children and branches name it too. */
+void
+snap_touch_name(struct snap_tree *t, struct snapshot *s)
+{
+	struct snapshot	*c;
+	struct branch	*b;
+
+	snap_touch(s);
+	TAILQ_FOREACH(c, &t->snapshots, entry) {
+		if (c->parent == s)
+			snap_touch(c);
+	}
+	TAILQ_FOREACH(b, &t->branches, entry) {
+		if (b->base == s)
+			branch_touch(b);
+	}
+}
+
+/* The image record f changed: the snapshot or branch holding it. */
+void
+snap_tree_touch_file(struct snap_tree *t, const struct snap_file *f)
+{
+	struct snapshot	*s;
+	struct branch	*b;
+
+	uintptr_t	 p = (uintptr_t)f;
+
+	TAILQ_FOREACH(s, &t->snapshots, entry) {
+		if (p >= (uintptr_t)s->disks &&
+		    p < (uintptr_t)(s->disks + s->ndisks))
+			snap_touch(s);
+	}
+	TAILQ_FOREACH(b, &t->branches, entry) {
+		if (p >= (uintptr_t)b->disks &&
+		    p < (uintptr_t)(b->disks + b->ndisks))
+			branch_touch(b);
+	}
 }
 
 /* Adds a detached branch (no disks yet) growing from base. */

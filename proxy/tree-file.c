@@ -119,16 +119,77 @@ branch_line(struct buf *b, const struct branch *br)
 	ADD(b, "}");
 }
 
-static char *
-line_take(struct buf *b, size_t *len)
+/* The line in b as a shared text (one reference), b emptied. */
+static struct tree_text *
+text_take(struct buf *b)
 {
-	char	*text = xmalloc(b->len + 1);
+	struct tree_text	*t = xmalloc(sizeof *t + b->len + 1);
 
-	memcpy(text, b->data, b->len);
-	text[b->len] = '\0';
-	*len = b->len;
+	t->refs = 1;
+	t->len = b->len;
+	memcpy(t->text, b->data, b->len);
+	t->text[b->len] = '\0';
 	b->len = 0;
-	return text;
+	return t;
+}
+
+void
+tree_text_unref(struct tree_text *t)
+{
+	if (t != NULL && --t->refs == 0)
+		free(t);
+}
+
+static struct tree_text *
+text_ref(struct tree_text *t)
+{
+	t->refs++;
+	return t;
+}
+
+/*
+ * Set (QBRANCHD_CHECK_TREE, the tests): every kept line is made again and
+ * must be what the entry says now; else a snap_touch() is missing.
+ */
+int	tree_file_check;
+
+static void
+text_check(const struct tree_text *kept, struct buf *b, const char *what,
+    const char *name)
+{
+	if (kept->len != b->len || memcmp(kept->text, b->data, b->len) != 0)
+		fatalx("%s %s changed without snap_touch(): kept %s, now %.*s",
+		    what, name, kept->text, (int)b->len, b->data);
+	b->len = 0;
+}
+
+/* The entries' lines, made where they were dropped (snap_touch()). */
+static struct tree_text *
+snap_text(struct buf *b, struct snapshot *s)
+{
+	if (s->line == NULL) {
+		snap_line(b, s);
+		s->line = text_take(b);
+	}
+	if (tree_file_check) {
+		snap_line(b, s);
+		text_check(s->line, b, "snapshot", s->name);
+	}
+	return s->line;
+}
+
+static struct tree_text *
+branch_text(struct buf *b, struct branch *br)
+{
+	if (br->line == NULL) {
+		branch_line(b, br);
+		br->line = text_take(b);
+	}
+	if (tree_file_check) {
+		branch_line(b, br);
+		text_check(br->line, b, "branch", br->name);
+	}
+	return br->line;
 }
 
 /* Empties a file form. */
@@ -138,9 +199,9 @@ tree_file_clear(struct tree_file *f)
 	size_t	i;
 
 	for (i = 0; i < f->nsnaps; i++)
-		free(f->snaps[i].text);
+		tree_text_unref(f->snaps[i].line);
 	for (i = 0; i < f->nbranches; i++)
-		free(f->branches[i].text);
+		tree_text_unref(f->branches[i].line);
 	free(f->snaps);
 	free(f->branches);
 	free(f->bases);
@@ -150,14 +211,18 @@ tree_file_clear(struct tree_file *f)
 	f->bases_len = 0;
 }
 
-/* Makes f the file form of t (its seq stays). */
+/*
+ * Makes f the file form of t (its seq stays). The lines are shared with
+ * the entries, which keep them until they change: making the form of a
+ * thousand snapshots costs a thousand pointers, not 800 KB of text.
+ */
 void
-tree_file_set(struct tree_file *f, const struct snap_tree *t)
+tree_file_set(struct tree_file *f, struct snap_tree *t)
 {
-	const struct snapshot	*s;
-	const struct branch	*br;
-	struct buf		 b = { NULL, 0, 0 };
-	size_t			 n;
+	struct snapshot	*s;
+	struct branch	*br;
+	struct buf	 b = { NULL, 0, 0 };
+	size_t		 n;
 
 	tree_file_clear(f);
 	n = 0;
@@ -165,24 +230,24 @@ tree_file_set(struct tree_file *f, const struct snap_tree *t)
 		n++;
 	f->snaps = xcalloc(n + 1, sizeof *f->snaps);
 	TAILQ_FOREACH(s, &t->snapshots, entry) {
-		snap_line(&b, s);
 		f->snaps[f->nsnaps].serial = s->serial;
-		f->snaps[f->nsnaps].text = line_take(&b, &f->snaps[f->nsnaps].len);
-		f->nsnaps++;
+		f->snaps[f->nsnaps++].line = text_ref(snap_text(&b, s));
 	}
 	n = 0;
 	TAILQ_FOREACH(br, &t->branches, entry)
 		n++;
 	f->branches = xcalloc(n + 1, sizeof *f->branches);
 	TAILQ_FOREACH(br, &t->branches, entry) {
-		branch_line(&b, br);
 		f->branches[f->nbranches].serial = br->serial;
-		f->branches[f->nbranches].text =
-		    line_take(&b, &f->branches[f->nbranches].len);
-		f->nbranches++;
+		f->branches[f->nbranches++].line = text_ref(branch_text(&b,
+		    br));
 	}
+	b.len = 0;
 	text_files(&b, t->bases, t->nbases);
-	f->bases = line_take(&b, &f->bases_len);
+	f->bases = xmalloc(b.len + 1);
+	memcpy(f->bases, b.data, b.len);
+	f->bases[b.len] = '\0';
+	f->bases_len = b.len;
 	buf_free(&b);
 }
 
@@ -197,9 +262,9 @@ tree_file_text(const struct tree_file *f)
 
 	b.cap = 128 + f->bases_len;
 	for (i = 0; i < f->nsnaps; i++)
-		b.cap += f->snaps[i].len + 3;
+		b.cap += f->snaps[i].line->len + 3;
 	for (i = 0; i < f->nbranches; i++)
-		b.cap += f->branches[i].len + 3;
+		b.cap += f->branches[i].line->len + 3;
 	b.data = xmalloc(b.cap);
 	len = snprintf(num, sizeof num, "{\"version\": %d, \"seq\": %llu,",
 	    SNAP_TREE_VERSION, (unsigned long long)f->seq);
@@ -207,12 +272,13 @@ tree_file_text(const struct tree_file *f)
 	ADD(&b, "\n\"snapshots\": [");
 	for (i = 0; i < f->nsnaps; i++) {
 		put(&b, i > 0 ? ",\n " : "\n ", i > 0 ? 3 : 2);
-		put(&b, f->snaps[i].text, f->snaps[i].len);
+		put(&b, f->snaps[i].line->text, f->snaps[i].line->len);
 	}
 	ADD(&b, "],\n\"branches\": [");
 	for (i = 0; i < f->nbranches; i++) {
 		put(&b, i > 0 ? ",\n " : "\n ", i > 0 ? 3 : 2);
-		put(&b, f->branches[i].text, f->branches[i].len);
+		put(&b, f->branches[i].line->text,
+		    f->branches[i].line->len);
 	}
 	ADD(&b, "],\n\"bases\": ");
 	put(&b, f->bases, f->bases_len);
@@ -223,7 +289,7 @@ tree_file_text(const struct tree_file *f)
 
 /* The whole tree file of t. */
 char *
-snap_tree_text(const struct snap_tree *t)
+snap_tree_text(struct snap_tree *t)
 {
 	struct tree_file	 f;
 	char			*text;
@@ -267,10 +333,12 @@ list_changes(struct buf *b, const char *key, const struct tree_line *old,
 			}
 			if (i == nold)
 				return -1;
-			if (old[i].len != new[j].len ||
-			    memcmp(old[i].text, new[j].text, new[j].len) != 0) {
+			if (old[i].line != new[j].line &&
+			    (old[i].line->len != new[j].line->len ||
+			    memcmp(old[i].line->text, new[j].line->text,
+			    new[j].line->len) != 0)) {
 				OP("[\"set\", %zu, ", k);
-				buf_add(b, new[j].text, new[j].len);
+				buf_add(b, new[j].line->text, new[j].line->len);
 				ADD(b, "]");
 			}
 			i++;
@@ -281,7 +349,7 @@ list_changes(struct buf *b, const char *key, const struct tree_line *old,
 		for (; i < nold; i++)
 			OP("[\"del\", %zu]", k);
 		OP("%s", "[\"add\", ");
-		buf_add(b, new[j].text, new[j].len);
+		buf_add(b, new[j].line->text, new[j].line->len);
 		ADD(b, "]");
 		k++;
 	}
@@ -303,7 +371,7 @@ list_changes(struct buf *b, const char *key, const struct tree_line *old,
  * the change is not a record's to tell (the whole file must be written).
  */
 char *
-tree_file_change(const struct tree_file *old, const struct snap_tree *t,
+tree_file_change(const struct tree_file *old, struct snap_tree *t,
     struct tree_file *new, int *whole)
 {
 	struct buf	 b = { NULL, 0, 0 };

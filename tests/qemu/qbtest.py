@@ -49,6 +49,9 @@ QEMU_IMG = os.environ.get("QBRANCH_QEMU_IMG") or "qemu-img"
 REGION = 64 * 1024      # the unit the data helpers write and check
 MiB = 1024 * 1024
 HARD_TIMEOUT = int(os.environ.get("QBTEST_TIMEOUT") or "60")
+# Every qbranchd a test starts checks each tree line it keeps against the
+# model at every write (a change without snap_touch() aborts it).
+os.environ.setdefault("QBRANCHD_CHECK_TREE", "1")
 
 
 # --------------------------------------------------------------------------

@@ -86,19 +86,15 @@ mutate(struct snap_tree *t, int *names)
 		set_disks(&s->disks, &s->ndisks, 1 + rnd(2), name);
 		break;
 	case 2:
-		if ((s = nth_snap(t, rnd(ns + 1))) != NULL) {
-			TAILQ_FOREACH(b, &t->branches, entry) {
-				if (b->base == s)
-					b->base = s->parent;
-			}
+		if ((s = nth_snap(t, rnd(ns + 1))) != NULL)
 			snap_remove(t, s);
-		}
 		break;
 	case 3:
 		if ((s = nth_snap(t, rnd(ns + 1))) != NULL) {
 			/* A rename: its children's lines change too. */
 			free(s->name);
 			xasprintf(&s->name, "r%d", ++*names);
+			snap_touch_name(t, s);
 		}
 		break;
 	case 4:
@@ -117,6 +113,8 @@ mutate(struct snap_tree *t, int *names)
 		a->attached = 0;
 		b->attached = 1;
 		set_disks(&b->disks, &b->ndisks, 2, b->name);
+		branch_touch(a);
+		branch_touch(b);
 		break;
 	case 7:
 		if ((s = nth_snap(t, rnd(ns + 1))) != NULL)
@@ -346,6 +344,7 @@ main(void)
 {
 	unsigned int	s;
 
+	tree_file_check = 1;	/* a missing touch in mutate() aborts */
 	for (s = 1; s <= 6; s++)
 		test_random(s, 400);
 	test_faults();
