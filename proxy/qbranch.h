@@ -151,6 +151,7 @@ struct snapshot {
 	size_t			 ndisks;
 	uint64_t		 serial;	/* order of making, in memory */
 	struct tree_text	*line;		/* its tree file line, or NULL */
+	uint32_t		*hashes;	/* of its paths, kept with line */
 	int			 revert_next;	/* a revert's <name>-<N> from here */
 	TAILQ_ENTRY(snapshot)	 entry;
 };
@@ -163,6 +164,7 @@ struct branch {
 	size_t			 ndisks;
 	uint64_t		 serial;	/* order of making, in memory */
 	struct tree_text	*line;		/* its tree file line, or NULL */
+	uint32_t		*hashes;	/* of its paths, kept with line */
 	TAILQ_ENTRY(branch)	 entry;
 };
 
@@ -193,6 +195,7 @@ void			 snap_files_set(struct snap_file **, size_t *,
 			    const struct snap_file *, size_t);
 void			 snap_files_free(struct snap_file *, size_t);
 uint64_t		 file_allocated(const char *);
+uint32_t		*snap_files_hashes(const struct snap_file *, size_t);
 void			 snap_touch(struct snapshot *);
 void			 snap_touch_name(struct snap_tree *, struct snapshot *);
 void			 branch_touch(struct branch *);

@@ -170,6 +170,8 @@ snap_text(struct buf *b, struct snapshot *s)
 	if (s->line == NULL) {
 		snap_line(b, s);
 		s->line = text_take(b);
+		free(s->hashes);
+		s->hashes = snap_files_hashes(s->disks, s->ndisks);
 	}
 	if (tree_file_check) {
 		snap_line(b, s);
@@ -184,6 +186,8 @@ branch_text(struct buf *b, struct branch *br)
 	if (br->line == NULL) {
 		branch_line(b, br);
 		br->line = text_take(b);
+		free(br->hashes);
+		br->hashes = snap_files_hashes(br->disks, br->ndisks);
 	}
 	if (tree_file_check) {
 		branch_line(b, br);
