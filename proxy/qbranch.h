@@ -168,11 +168,16 @@ struct branch {
 	TAILQ_ENTRY(branch)	 entry;
 };
 
+#define SNAP_FOUND_SLOTS	64
 struct snap_tree {
 	TAILQ_HEAD(snap_list, snapshot) snapshots; /* parents first */
 	TAILQ_HEAD(, branch)	 branches;
 	struct snap_file	*bases;		/* images left by deletes */
 	size_t			 nbases;
+	struct {			/* snap_tree_image()'s recent answers */
+		struct snap_file	*f;
+		uint64_t		 layout;
+	}			 found[SNAP_FOUND_SLOTS];
 };
 
 struct snap_tree	*snap_tree_new(void);
@@ -213,7 +218,7 @@ json_t			*snap_json(const struct snap_tree *,
 			    const struct snapshot *);
 json_t			*branch_json(const struct branch *);
 char			*snap_default_name(const struct snap_tree *, int64_t);
-struct snap_file	*snap_tree_image(const struct snap_tree *, const char *);
+struct snap_file	*snap_tree_image(struct snap_tree *, const char *);
 size_t			 snap_tree_dependants(const struct snap_tree *,
 			    const char *, struct snap_file **);
 void			 snap_tree_keep_base(struct snap_tree *,

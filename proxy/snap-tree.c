@@ -22,6 +22,13 @@
 /* Entries made in this process, in order: how the tree file tells them. */
 static uint64_t	snap_serial;
 
+/*
+ * Changes whenever image records may move or go (arrays freed, grown or
+ * shifted; entries freed): a pointer to one, kept from before, is then
+ * no longer to be followed. Only this file does such things.
+ */
+static uint64_t	snap_layout = 1;
+
 /* Makes an empty tree. */
 struct snap_tree *
 snap_tree_new(void)
@@ -40,6 +47,7 @@ snap_files_free(struct snap_file *f, size_t n)
 {
 	size_t	i;
 
+	snap_layout++;
 	for (i = 0; i < n; i++) {
 		free(f[i].device);
 		free(f[i].file);
@@ -130,6 +138,7 @@ branch_exclude_disk(struct snap_tree *t, struct branch *b,
 		memmove(&b->disks[i], &b->disks[i + 1],
 		    (b->ndisks - i - 1) * sizeof *b->disks);
 		b->ndisks--;
+		snap_layout++;
 		branch_touch(b);
 		return 0;
 	}
@@ -446,34 +455,54 @@ branch_remove(struct snap_tree *t, struct branch *b)
 	branch_free(b);
 }
 
-/* The record of an image anywhere in the tree, or NULL. */
+/*
+ * The record of an image anywhere in the tree, or NULL. Operations ask
+ * about the same few images again and again (the root snapshot's are in
+ * every chain, and the last found in a scan): recent answers are kept,
+ * and used while no record has moved (snap_layout) and the one kept still
+ * has that path.
+ */
 struct snap_file *
-snap_tree_image(const struct snap_tree *t, const char *path)
+snap_tree_image(struct snap_tree *t, const char *path)
 {
-	struct snapshot	*s;
-	struct branch	*b;
-	size_t		 i;
+	struct snapshot		*s;
+	struct branch		*b;
+	struct snap_file	*f = NULL;
+	uint32_t		 h = path_hash(path);
+	size_t			 i, slot = h % SNAP_FOUND_SLOTS;
 
-	uint32_t	 h = path_hash(path);
-
+	if (t->found[slot].layout == snap_layout &&
+	    t->found[slot].f != NULL &&
+	    strcmp(t->found[slot].f->file, path) == 0)
+		return t->found[slot].f;
 	/* Branches, then the newest snapshots: what operations ask about. */
 	TAILQ_FOREACH(b, &t->branches, entry) {
 		for (i = 0; i < b->ndisks; i++) {
-			if (disk_has(b->disks, b->hashes, i, 0, h, path))
-				return &b->disks[i];
+			if (disk_has(b->disks, b->hashes, i, 0, h, path)) {
+				f = &b->disks[i];
+				goto found;
+			}
 		}
 	}
 	TAILQ_FOREACH_REVERSE(s, &t->snapshots, snap_list, entry) {
 		for (i = 0; i < s->ndisks; i++) {
-			if (disk_has(s->disks, s->hashes, i, 0, h, path))
-				return &s->disks[i];
+			if (disk_has(s->disks, s->hashes, i, 0, h, path)) {
+				f = &s->disks[i];
+				goto found;
+			}
 		}
 	}
 	for (i = 0; i < t->nbases; i++) {
-		if (strcmp(t->bases[i].file, path) == 0)
-			return &t->bases[i];
+		if (strcmp(t->bases[i].file, path) == 0) {
+			f = &t->bases[i];
+			goto found;
+		}
 	}
 	return NULL;
+found:
+	t->found[slot].f = f;
+	t->found[slot].layout = snap_layout;
+	return f;
 }
 
 /*
@@ -490,6 +519,7 @@ snap_tree_keep_base(struct snap_tree *t, const struct snap_file *f)
 		if (strcmp(t->bases[i].file, f->file) == 0)
 			return;
 	}
+	snap_layout++;
 	all = xcalloc(t->nbases + 1, sizeof *all);
 	if (t->nbases > 0)
 		memcpy(all, t->bases, t->nbases * sizeof *all);
@@ -516,6 +546,7 @@ snap_tree_drop_base(struct snap_tree *t, const char *path)
 		free(t->bases[i].file);
 		free(t->bases[i].format);
 		free(t->bases[i].backing);
+		snap_layout++;
 		if (i + 1 < t->nbases)
 			memmove(&t->bases[i], &t->bases[i + 1],
 			    (t->nbases - i - 1) * sizeof *t->bases);

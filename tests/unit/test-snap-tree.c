@@ -141,6 +141,39 @@ test_model(void)
 	snap_tree_free(t);
 }
 
+/* Lookups by path, and the answers they keep, across changes. */
+static void
+test_lookup(void)
+{
+	struct snap_tree	*t = seed_tree();
+	struct snapshot		*d = snap_find(t, "D");
+	struct snap_file	*f, *one = NULL;
+	char			*text;
+
+	f = snap_tree_image(t, "/i/vm.B");
+	ok(f == &d->disks[0], "an image is found by path");
+	ok(snap_tree_image(t, "/i/vm.B") == f, "and again, from the kept "
+	    "answer");
+	/* Lines and hashes made: lookups compare hashes first. */
+	free(text = snap_tree_text(t));
+	ok(snap_tree_image(t, "/i/vm.qcow2") == &snap_find(t, "A")->disks[0]
+	    && snap_tree_dependants(t, "/i/vm.A", &one) == 1, "with hashes "
+	    "kept too");
+	free(f->file);
+	f->file = xstrdup("/i/vm.B2");
+	snap_touch(d);
+	ok(snap_tree_image(t, "/i/vm.B") == NULL, "a changed path is not "
+	    "found under the old one");
+	ok(snap_tree_image(t, "/i/vm.B2") == f, "but under the new one");
+	snap_remove(t, d);
+	ok(snap_tree_image(t, "/i/vm.B2") == NULL, "a removed snapshot's "
+	    "image is not found (no kept answer outlives it)");
+	snap_tree_keep_base(t, snap_find(t, "B")->disks);
+	ok(snap_tree_image(t, "/i/vm.A") == &snap_find(t, "B")->disks[0],
+	    "a path in a snapshot and a base: the snapshot's");
+	snap_tree_free(t);
+}
+
 static void
 test_file(void)
 {
@@ -218,6 +251,7 @@ main(void)
 	test_names();
 	test_stem();
 	test_model();
+	test_lookup();
 	test_file();
 	return tap_done();
 }
