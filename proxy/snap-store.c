@@ -69,24 +69,32 @@ store_abort(const char *dir, const char *name)
 	free(tmp);
 }
 
+static int
+dir_sync(const char *dir)
+{
+	int	dfd, ret;
+
+	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	ret = fsync(dfd);
+	close(dfd);
+	return ret;
+}
+
 /* Second half: the prepared file replaces dir/name, durably. */
 int
 store_commit(const char *dir, const char *name, char **cause)
 {
 	char	*path, *tmp;
-	int	 dfd = -1, ret = -1;
+	int	 ret = -1;
 
 	xasprintf(&path, "%s/%s", dir, name);
 	xasprintf(&tmp, "%s/.%s.tmp", dir, name);
-	if (rename(tmp, path) == -1 ||
-	    (dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 ||
-	    fsync(dfd) == -1)
+	if (rename(tmp, path) == -1 || dir_sync(dir) == -1)
 		xasprintf(cause, "cannot replace %s: %s", path,
 		    strerror(errno));
 	else
 		ret = 0;
-	if (dfd != -1)
-		close(dfd);
 	free(path);
 	free(tmp);
 	return ret;
@@ -195,8 +203,12 @@ store_append(const char *dir, const char *name, off_t off, const char *text,
 			goto out;
 		done += n;
 	}
-	if (fdatasync(fd) == 0)
-		ret = 0;
+	if (fdatasync(fd) == -1)
+		goto out;
+	/* The first record may be the file's first: its name must last too. */
+	if (off == 0 && dir_sync(dir) == -1)
+		goto out;
+	ret = 0;
 out:
 	if (ret == -1)
 		xasprintf(cause, "cannot write %s: %s", path, strerror(errno));
