@@ -589,7 +589,6 @@ struct op_io {
 	void		 (*after)(struct op_io *);
 	char		*error;
 	void		*data;
-	off_t		 off;
 };
 
 void		 disk_info_free(struct disk_info *, size_t);
@@ -612,7 +611,8 @@ void		 op_job(struct op *, const char *, json_t *);
 void		 op_undo_call(struct op *, const char *, json_t *);
 void		 op_undo_unlink(struct op *, const char *);
 void		 op_paths_alloc(struct op *, size_t);
-void		 op_io(struct op *, struct op_io *);
+void		 op_io(struct op *, char *(*)(struct op_io *),
+		    void (*)(struct op_io *), void *);
 void		 op_io_wait(struct op *);
 void		 op_unlink(struct op *, json_t *);
 

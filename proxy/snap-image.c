@@ -457,7 +457,6 @@ void
 op_write_overlays(struct op *op)
 {
 	struct overlay_batch	*ob;
-	struct op_io		*io;
 	struct disk_info	*d;
 	size_t			 i;
 	char			*cause;
@@ -483,11 +482,7 @@ op_write_overlays(struct op *op)
 			break;
 		}
 	}
-	io = xcalloc(1, sizeof *io);
-	io->work = overlays_work;
-	io->after = overlays_written;
-	io->data = ob;
-	op_io(op, io);
+	op_io(op, overlays_work, overlays_written, ob);
 }
 
 /*

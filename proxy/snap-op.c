@@ -314,7 +314,6 @@ unlink_work(struct op_io *io)
 void
 op_unlink(struct op *op, json_t *paths)
 {
-	struct op_io	*io;
 	char		**v;
 	json_t		*p;
 	size_t		  i, n = 0;
@@ -324,17 +323,23 @@ op_unlink(struct op *op, json_t *paths)
 		if (json_is_string(p))
 			v[n++] = xstrdup(json_string_value(p));
 	}
-	io = xcalloc(1, sizeof *io);
-	io->work = unlink_work;
-	io->after = NULL;
-	io->data = v;
-	op_io(op, io);
+	op_io(op, unlink_work, NULL, v);
 }
 
-/* Starts io->work(io) in a thread; io (allocated) is freed after it. */
+/*
+ * Starts work in a thread with data, then after in the event loop; data is
+ * freed with free() then, unless after took it (set io->data to NULL).
+ */
 void
-op_io(struct op *op, struct op_io *io)
+op_io(struct op *op, char *(*work)(struct op_io *),
+    void (*after)(struct op_io *), void *data)
 {
+	struct op_io	*io;
+
+	io = xcalloc(1, sizeof *io);
+	io->work = work;
+	io->after = after;
+	io->data = data;
 	io->op = op;
 	op->io_pending++;
 	io_run(op_io_work, op_io_done, io);

@@ -190,19 +190,6 @@ tree_write_done(struct op_io *io)
 	tree_write_free(tw);
 }
 
-static void
-tree_io(struct op *op, char *(*work)(struct op_io *),
-    void (*after)(struct op_io *), struct tree_write *tw)
-{
-	struct op_io	*io;
-
-	io = xcalloc(1, sizeof *io);
-	io->work = work;
-	io->after = after;
-	io->data = tw;
-	op_io(op, io);
-}
-
 /*
  * Before the model changes: what to go back to if the operation fails. It
  * is the tree as written, unless the model changed without being written
@@ -260,7 +247,7 @@ op_tree_prepare(struct op *op)
 		return;
 	}
 	op->tree_prepared = 0;
-	tree_io(op, tree_prepare_work, tree_prepared, tw);
+	op_io(op, tree_prepare_work, tree_prepared, tw);
 }
 
 /*
@@ -272,8 +259,8 @@ tree_preflight_work(struct op_io *io)
 {
 	char	*cause = NULL, *error;
 
-	if (store_reserve(opts.state_dir, JOURNAL_FILE, io->off, STORE_PAGE,
-	    &cause) == 0)
+	if (store_reserve(opts.state_dir, JOURNAL_FILE, *(off_t *)io->data,
+	    STORE_PAGE, &cause) == 0)
 		return NULL;
 	xasprintf(&error, "%s; nothing was changed", cause);
 	free(cause);
@@ -283,14 +270,13 @@ tree_preflight_work(struct op_io *io)
 void
 op_tree_preflight(struct op *op)
 {
-	struct op_io	*io;
+	off_t	*end;
 
 	if (opts.state_dir == NULL)
 		return;
-	io = xcalloc(1, sizeof *io);
-	io->work = tree_preflight_work;
-	io->off = snap.journal_end;
-	op_io(op, io);
+	end = xmalloc(sizeof *end);
+	*end = snap.journal_end;
+	op_io(op, tree_preflight_work, NULL, end);
 }
 
 /* Brings the model back to what it was at op_tree_begin(). */
@@ -352,7 +338,7 @@ op_commit(struct op *op)
 		tree_write_free(tw);
 		return;
 	}
-	tree_io(op, tree_commit_work, tree_write_done, tw);
+	op_io(op, tree_commit_work, tree_write_done, tw);
 }
 
 /*
@@ -372,7 +358,7 @@ op_tree_save(struct op *op)
 		tree_write_free(tw);
 		return;
 	}
-	tree_io(op, tree_save_work, tree_write_done, tw);
+	op_io(op, tree_save_work, tree_write_done, tw);
 }
 
 /* After an operation: a failed one may have left the model unwritten. */
