@@ -570,6 +570,7 @@ struct snap_state {
 	struct tree_file	 saved;		/* the tree as last written */
 	int			 model_dirty;	/* tree and saved may differ */
 	int			 whole_next;	/* the journal is out of step */
+	int			 tree_writing;	/* a commit or save is under way */
 	off_t			 journal_end;	/* where the next record goes */
 	size_t			 file_len;	/* the whole file's length */
 	char			*broken;	/* why the tree is unusable */

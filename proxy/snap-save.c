@@ -56,6 +56,9 @@ tree_write_plan(void)
 	size_t			 limit;
 	int			 whole;
 
+	/* Where the journal ends is known once the last write is done. */
+	if (snap.tree_writing)
+		fatalx("a tree write was planned while one is under way");
 	tw = xcalloc(1, sizeof *tw);
 	tw->record = tree_file_change(&snap.saved, snap.tree, &tw->file,
 	    &whole);
@@ -173,6 +176,7 @@ tree_write_done(struct op_io *io)
 	struct tree_write	*tw = io->data;
 
 	io->data = NULL;
+	snap.tree_writing = 0;
 	if (io->error != NULL) {
 		snap.whole_next = 1;
 		log_warnx("%s", io->error);
@@ -338,6 +342,7 @@ op_commit(struct op *op)
 		tree_write_free(tw);
 		return;
 	}
+	snap.tree_writing = 1;
 	op_io(op, tree_commit_work, tree_write_done, tw);
 }
 
@@ -358,6 +363,7 @@ op_tree_save(struct op *op)
 		tree_write_free(tw);
 		return;
 	}
+	snap.tree_writing = 1;
 	op_io(op, tree_save_work, tree_write_done, tw);
 }
 
