@@ -12,7 +12,10 @@
  * whole tree gives the tree again. Positions can be used because the model
  * only ever appends entries and removes them, never reorders.
  *
- * Pure: the files are written by snap-store.c, when is snap-op.c's choice.
+ * Each entry keeps its line until a change drops it (snap_touch()), so
+ * that telling a step's changes costs what changed, not the whole tree.
+ *
+ * Pure: the files are written by snap-store.c, when is snap-save.c's choice.
  */
 #include <stdio.h>
 #include <stdlib.h>
