@@ -335,6 +335,44 @@ branch_touch(struct branch *b)
 	b->hashes = NULL;
 }
 
+/* A renamed snapshot: its children and branches name it too. */
+void
+snap_touch_name(struct snap_tree *t, struct snapshot *s)
+{
+	struct snapshot	*c;
+	struct branch	*b;
+
+	snap_touch(s);
+	TAILQ_FOREACH(c, &t->snapshots, entry) {
+		if (c->parent == s)
+			snap_touch(c);
+	}
+	TAILQ_FOREACH(b, &t->branches, entry) {
+		if (b->base == s)
+			branch_touch(b);
+	}
+}
+
+/* The image record f changed: the snapshot or branch holding it. */
+void
+snap_tree_touch_file(struct snap_tree *t, const struct snap_file *f)
+{
+	struct snapshot	*s;
+	struct branch	*b;
+	uintptr_t	 p = (uintptr_t)f;
+
+	TAILQ_FOREACH(s, &t->snapshots, entry) {
+		if (p >= (uintptr_t)s->disks &&
+		    p < (uintptr_t)(s->disks + s->ndisks))
+			snap_touch(s);
+	}
+	TAILQ_FOREACH(b, &t->branches, entry) {
+		if (p >= (uintptr_t)b->disks &&
+		    p < (uintptr_t)(b->disks + b->ndisks))
+			branch_touch(b);
+	}
+}
+
 /* FNV-1a: a first test before strcmp() in the lookups by path. */
 static uint32_t
 path_hash(const char *p)
@@ -378,45 +416,6 @@ disk_has(const struct snap_file *d, const uint32_t *h, size_t i, int which,
 	if (p == NULL || (h != NULL && h[2 * i + which] != ph))
 		return 0;
 	return strcmp(p, path) == 0;
-}
-
-/* A renamed snapshot: its children and branches name it too. */
-void
-snap_touch_name(struct snap_tree *t, struct snapshot *s)
-{
-	struct snapshot	*c;
-	struct branch	*b;
-
-	snap_touch(s);
-	TAILQ_FOREACH(c, &t->snapshots, entry) {
-		if (c->parent == s)
-			snap_touch(c);
-	}
-	TAILQ_FOREACH(b, &t->branches, entry) {
-		if (b->base == s)
-			branch_touch(b);
-	}
-}
-
-/* The image record f changed: the snapshot or branch holding it. */
-void
-snap_tree_touch_file(struct snap_tree *t, const struct snap_file *f)
-{
-	struct snapshot	*s;
-	struct branch	*b;
-
-	uintptr_t	 p = (uintptr_t)f;
-
-	TAILQ_FOREACH(s, &t->snapshots, entry) {
-		if (p >= (uintptr_t)s->disks &&
-		    p < (uintptr_t)(s->disks + s->ndisks))
-			snap_touch(s);
-	}
-	TAILQ_FOREACH(b, &t->branches, entry) {
-		if (p >= (uintptr_t)b->disks &&
-		    p < (uintptr_t)(b->disks + b->ndisks))
-			branch_touch(b);
-	}
 }
 
 /* Adds a detached branch (no disks yet) growing from base. */
