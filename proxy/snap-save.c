@@ -317,6 +317,20 @@ op_tree_rollback(struct op *op)
 	op->tree_backup = NULL;
 }
 
+/* The model is written as tw says: in a thread, one write at a time. */
+static void
+tree_write_start(struct op *op, struct tree_write *tw,
+    char *(*work)(struct op_io *))
+{
+	tree_written(tw);
+	if (opts.state_dir == NULL) {
+		tree_write_free(tw);
+		return;
+	}
+	snap.tree_writing = 1;
+	op_io(op, work, tree_write_done, tw);
+}
+
 /*
  * QEMU has changed for good: nothing will be undone any more, and the
  * prepared write is done (in a thread: see op_io_wait(); a failure is
@@ -335,15 +349,8 @@ op_commit(struct op *op)
 	free(op->tree_backup);
 	op->tree_backup = NULL;
 	op->tree_write = NULL;
-	if (tw == NULL)
-		return;
-	tree_written(tw);
-	if (opts.state_dir == NULL) {
-		tree_write_free(tw);
-		return;
-	}
-	snap.tree_writing = 1;
-	op_io(op, tree_commit_work, tree_write_done, tw);
+	if (tw != NULL)
+		tree_write_start(op, tw, tree_commit_work);
 }
 
 /*
@@ -356,15 +363,8 @@ op_tree_save(struct op *op)
 {
 	struct tree_write	*tw;
 
-	if ((tw = tree_write_plan()) == NULL)
-		return;
-	tree_written(tw);
-	if (opts.state_dir == NULL) {
-		tree_write_free(tw);
-		return;
-	}
-	snap.tree_writing = 1;
-	op_io(op, tree_save_work, tree_write_done, tw);
+	if ((tw = tree_write_plan()) != NULL)
+		tree_write_start(op, tw, tree_save_work);
 }
 
 /* After an operation: a failed one may have left the model unwritten. */
