@@ -149,6 +149,11 @@ op_finish(struct op *op)
 	json_decref(op->opening);
 	json_decref(op->closing);
 	json_decref(op->replies);
+	json_decref(op->sync_first);
+	json_decref(op->memdevs);
+	json_decref(op->mem_files);
+	snap_memory_free(op->mem_load);
+	snap_memory_free(op->mem_save);
 	free(op->commit_error);
 	free(op->run_state);
 	free(op->error);
@@ -378,8 +383,11 @@ op_paths_alloc(struct op *op, size_t n)
 void
 op_undo_call(struct op *op, const char *execute, json_t *args)
 {
-	json_array_append_new(op->undo, json_pack("{s:s, s:o}", "execute",
-	    execute, "arguments", args));
+	json_t	*u = json_pack("{s:s}", "execute", execute);
+
+	if (args != NULL)
+		json_object_set_new(u, "arguments", args);
+	json_array_append_new(op->undo, u);
 }
 
 /* Records a file to remove if the operation fails. */
@@ -681,6 +689,14 @@ job_dismissed(struct op *op, json_t *ret)
 
 	op->job[0] = '\0';
 	op->step = op->job_resume;
+	if (error != NULL && op->job_tolerate) {
+		/* The step reads it from op->job_error. */
+		op->job_tolerate = 0;
+		op->job_error = error;
+		op->step(op, NULL);
+		return;
+	}
+	op->job_tolerate = 0;
 	if (error != NULL) {
 		op->job_error = NULL;
 		op_fail(op, "%s", error);
