@@ -177,13 +177,12 @@ struct ram_probe {
 	char		*plain;		/* why the fast path is out */
 };
 
-static char *
-probe_one(struct ram_probe *p, struct ram_live *r)
+/* Takes over an open file of the same QEMU, whose pages stay mapped. */
+static void
+probe_reuse(struct ram_probe *p, struct ram_live *r)
 {
 	struct ram_live	*old;
 	struct stat	 st;
-	char		*error = NULL;
-	pid_t		 other;
 	size_t		 i;
 
 	for (i = 0; i < p->nhad; i++) {
@@ -198,9 +197,18 @@ probe_one(struct ram_probe *p, struct ram_live *r)
 			r->ino = old->ino;
 			old->fd = -1;
 			old->map = NULL;
-			break;
+			return;
 		}
 	}
+}
+
+static char *
+probe_one(struct ram_probe *p, struct ram_live *r)
+{
+	struct stat	 st;
+	char		*error = NULL;
+	pid_t		 other;
+
 	if (r->fd == -1) {
 		if ((r->fd = open(r->path, O_RDWR | O_CLOEXEC)) == -1) {
 			xasprintf(&p->plain, "cannot open %s: %s", r->path,
@@ -253,6 +261,12 @@ probe_work(struct op_io *io)
 	char			*error = NULL;
 	size_t			 i;
 
+	for (i = 0; i < p->n; i++)
+		probe_reuse(p, &p->want[i]);
+	/* The rest let go first: their locks would stop the new ones. */
+	for (i = 0; i < p->nhad; i++)
+		ram_live_close(&p->had[i]);
+	p->nhad = 0;
 	for (i = 0; i < p->n && error == NULL && p->plain == NULL; i++)
 		error = probe_one(p, &p->want[i]);
 	return error;

@@ -488,4 +488,5 @@ snap_shutdown(void)
 	tree_file_clear(&snap.saved);
 	free(snap.broken);
 	snap.broken = NULL;
+	snap_memory_shutdown();
 }
