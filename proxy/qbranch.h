@@ -600,7 +600,6 @@ struct op {
 	struct snap_memory *mem;	/* the one at hand */
 	struct snap_memory *mem_load;	/* what the attach loads, or NULL */
 	struct snap_memory *mem_save;	/* what the attach saves, or NULL */
-	size_t		 mem_undo_mark;
 	int		 job_tolerate;	/* a job's error goes to job_error */
 	json_t		*sync_first;	/* files to sync before the commit */
 	json_t		*mem_files;	/* every saved state's, before */
@@ -692,6 +691,8 @@ struct snap_memory *snap_memory_new(const char *, const char *,
 		    const char *);
 void		 op_memory_files(struct op *, const struct snap_memory *);
 int		 op_memory_loadable(struct op *, const struct snap_memory *);
+void		 op_memory_open_calls(struct op *, json_t *);
+void		 op_memory_opened(struct op *, json_t *, size_t);
 void		 op_memory_save(struct op *, struct snap_memory *);
 void		 op_memory_load(struct op *, struct snap_memory *);
 int		 snap_memory_fast(void);

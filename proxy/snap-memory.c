@@ -767,17 +767,103 @@ op_memory_loadable(struct op *op, const struct snap_memory *m)
 
 
 /*
- * Saving and loading, with the VM stopped: the state image is opened, RAM
- * copied, the job run, the image closed. The step continues with NULL.
- * A load's failure does not fail the operation (the disks have moved
- * already): op->job_error says why, and the caller resets the guest.
+ * Saving and loading. The state images open, and x-ignore-shared goes on
+ * for the fast path, with the operation's new overlays before the VM stops
+ * (op_add_overlays()): a state image that does not open stops the operation
+ * while nothing has changed. Then, with the VM stopped, RAM is copied and
+ * the job runs. Once the last job is done the images close and the
+ * capability goes off again.
  */
+static json_t *
+state_add_call(const struct snap_memory *m)
+{
+	char	node[40], fnode[40];
+
+	op_node_name(m->state, node, sizeof node);
+	op_file_node_name(m->state, fnode, sizeof fnode);
+	return json_pack("{s:s, s:{s:s, s:s, s:{s:s, s:s, s:s}}}", "execute",
+	    "blockdev-add", "arguments", "driver", "qcow2", "node-name", node,
+	    "file", "driver", "file", "node-name", fnode, "filename",
+	    m->state);
+}
+
+static json_t *
+state_del_call(const struct snap_memory *m)
+{
+	char	node[40];
+
+	op_node_name(m->state, node, sizeof node);
+	return json_pack("{s:s, s:{s:s}}", "execute", "blockdev-del",
+	    "arguments", "node-name", node);
+}
+
+static json_t *
+ignore_shared_call(int on)
+{
+	return json_pack("{s:s, s:{s:[{s:s, s:b}]}}", "execute",
+	    "migrate-set-capabilities", "arguments", "capabilities",
+	    "capability", "x-ignore-shared", "state", on);
+}
+
+static int
+copies_ram(const struct op *op)
+{
+	return (op->mem_save != NULL && op->mem_save->nram > 0) ||
+	    (op->mem_load != NULL && op->mem_load->nram > 0);
+}
+
+/* Appends the memory work's first calls to calls (op_add_overlays()). */
+void
+op_memory_open_calls(struct op *op, json_t *calls)
+{
+	if (op->mem_save != NULL)
+		json_array_append_new(calls, state_add_call(op->mem_save));
+	if (op->mem_load != NULL)
+		json_array_append_new(calls, state_add_call(op->mem_load));
+	if (copies_ram(op))
+		json_array_append_new(calls, ignore_shared_call(1));
+}
+
+/* Their replies, from replies[i]: what worked is undone on a failure. */
+void
+op_memory_opened(struct op *op, json_t *replies, size_t i)
+{
+	json_t	*undo[3];
+	size_t	 n = 0, k;
+
+	if (op->mem_save != NULL)
+		undo[n++] = state_del_call(op->mem_save);
+	if (op->mem_load != NULL)
+		undo[n++] = state_del_call(op->mem_load);
+	if (copies_ram(op))
+		undo[n++] = ignore_shared_call(0);
+	for (k = 0; k < n; k++) {
+		if (json_object_get(json_array_get(replies, i + k),
+		    "return") != NULL)
+			json_array_append(op->undo, undo[k]);
+		json_decref(undo[k]);
+	}
+}
+
+/* Drops an undo entry that is done with, wherever it is. */
+static void
+undo_forget(struct op *op, json_t *call)
+{
+	json_t	*u;
+	size_t	 i;
+
+	json_array_foreach(op->undo, i, u) {
+		if (json_equal(u, call)) {
+			json_array_remove(op->undo, i);
+			break;
+		}
+	}
+	json_decref(call);
+}
+
 enum {
-	STATE_OPENED,
 	STATE_COPIED,
-	STATE_SHARED_ON,
 	STATE_RAN,
-	STATE_SHARED_OFF,
 	STATE_CLOSED,
 };
 
@@ -786,46 +872,39 @@ static void	state_step(struct op *, json_t *);
 static void
 state_start(struct op *op, struct snap_memory *m, int load)
 {
-	char	node[40], fnode[40];
-
 	op->mem = m;
 	op->mem_loading = load;
 	op->mem_resume = op->step;
-	op->mem_undo_mark = json_array_size(op->undo);
-	op->mstage = STATE_OPENED;
+	op->mstage = STATE_COPIED;
 	op->step = state_step;
 	free(op->job_error);
 	op->job_error = NULL;
-	op_node_name(m->state, node, sizeof node);
-	op_file_node_name(m->state, fnode, sizeof fnode);
-	op_undo_call(op, "blockdev-del", json_pack("{s:s}", "node-name",
-	    node));
-	op->tolerate = load;
-	op_call(op, "blockdev-add", json_pack("{s:s, s:s, s:{s:s, s:s, s:s}}",
-	    "driver", "qcow2", "node-name", node, "file", "driver", "file",
-	    "node-name", fnode, "filename", m->state));
+	if (m->nram > 0) {
+		op_copy_ram(op, m, load);
+		op_io_wait(op);
+		return;
+	}
+	state_step(op, NULL);
 }
 
+/* With the VM stopped: saves its state into m (opened before). */
 void
 op_memory_save(struct op *op, struct snap_memory *m)
 {
 	state_start(op, m, 0);
 }
 
+/*
+ * Loads m: its failure does not fail the operation (the disks have moved
+ * already), op->job_error says why, and the caller resets the guest.
+ */
 void
 op_memory_load(struct op *op, struct snap_memory *m)
 {
 	state_start(op, m, 1);
 }
 
-static void
-set_ignore_shared(struct op *op, int on)
-{
-	op_call(op, "migrate-set-capabilities", json_pack("{s:[{s:s, s:b}]}",
-	    "capabilities", "capability", "x-ignore-shared", "state", on));
-}
-
-/* A load's copy that failed goes on to close the image. */
+/* A load's copy that failed goes on to close the images. */
 static void
 copy_done(struct op_io *io)
 {
@@ -845,68 +924,52 @@ static void
 state_step(struct op *op, json_t *ret)
 {
 	struct snap_memory	*m = op->mem;
-	int			 load = op->mem_loading;
+	json_t			*calls;
+	const char		*error;
 	char			 node[40];
 
-	op_node_name(m->state, node, sizeof node);
 	switch (op->mstage) {
-	case STATE_OPENED:
-		if (ret == NULL) {
-			/* A load's image did not open (logged). */
-			xasprintf(&op->job_error, "cannot open %s", m->state);
-			op->mstage = STATE_CLOSED;
-			state_step(op, NULL);
-			return;
-		}
-		op->mstage = STATE_COPIED;
-		if (m->nram > 0) {
-			op_copy_ram(op, m, load);
-			op_io_wait(op);
-			return;
-		}
-		/* FALLTHROUGH */
 	case STATE_COPIED:
-		op->mstage = STATE_SHARED_ON;
-		if (op->job_error != NULL) {
-			op->mstage = STATE_SHARED_OFF;
-			state_step(op, NULL);
-			return;
-		}
-		if (m->nram > 0) {
-			op_undo_call(op, "migrate-set-capabilities", json_pack(
-			    "{s:[{s:s, s:b}]}", "capabilities", "capability",
-			    "x-ignore-shared", "state", 0));
-			op->tolerate = load;
-			set_ignore_shared(op, 1);
-			return;
-		}
-		/* FALLTHROUGH */
-	case STATE_SHARED_ON:
 		op->mstage = STATE_RAN;
-		op->job_tolerate = load;
-		op_job(op, load ? "snapshot-load" : "snapshot-save", json_pack(
-		    "{s:s, s:s, s:[s]}", "tag", STATE_TAG, "vmstate", node,
-		    "devices", node));
-		return;
-	case STATE_RAN:
-		op->mstage = STATE_SHARED_OFF;
-		if (m->nram > 0) {
-			op->tolerate = load;
-			set_ignore_shared(op, 0);
+		if (op->job_error == NULL) {
+			op_node_name(m->state, node, sizeof node);
+			op->job_tolerate = op->mem_loading;
+			op_job(op, op->mem_loading ? "snapshot-load" :
+			    "snapshot-save", json_pack("{s:s, s:s, s:[s]}",
+			    "tag", STATE_TAG, "vmstate", node, "devices",
+			    node));
 			return;
 		}
 		/* FALLTHROUGH */
-	case STATE_SHARED_OFF:
+	case STATE_RAN:
 		op->mstage = STATE_CLOSED;
-		op->tolerate = load;
-		op_call(op, "blockdev-del", json_pack("{s:s}", "node-name",
-		    node));
+		if (!op->mem_loading && op->mem_load != NULL) {
+			/* The load comes next, and closes both. */
+			op->step = op->mem_resume;
+			op->step(op, NULL);
+			return;
+		}
+		calls = json_array();
+		if (copies_ram(op))
+			json_array_append_new(calls, ignore_shared_call(0));
+		if (op->mem_save != NULL)
+			json_array_append_new(calls, state_del_call(
+			    op->mem_save));
+		if (op->mem_load != NULL)
+			json_array_append_new(calls, state_del_call(
+			    op->mem_load));
+		op_call_all(op, calls);
 		return;
 	case STATE_CLOSED:
-		/* Done: what would have taken it back is not needed. */
-		while (json_array_size(op->undo) > op->mem_undo_mark)
-			json_array_remove(op->undo, json_array_size(op->undo) -
-			    1);
+		/* A failure to close is logged: the state is saved or loaded. */
+		if ((error = op_first_error(ret)) != NULL)
+			log_warnx("after the VM state: %s", error);
+		if (copies_ram(op))
+			undo_forget(op, ignore_shared_call(0));
+		if (op->mem_save != NULL)
+			undo_forget(op, state_del_call(op->mem_save));
+		if (op->mem_load != NULL)
+			undo_forget(op, state_del_call(op->mem_load));
 		op->step = op->mem_resume;
 		op->step(op, NULL);
 		return;
