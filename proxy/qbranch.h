@@ -672,6 +672,7 @@ void		 op_tree_end(struct op *);
 #define DISCOVER_DISKS	0	/* run state, disks, exports */
 #define DISCOVER_ALL	1	/* and every open node */
 void		 op_discover(struct op *, int);
+char		*disk_device_name(json_t *);
 void		 op_tree_init(struct op *);
 void		 op_node_name(const char *, char *, size_t);
 void		 op_file_node_name(const char *, char *, size_t);
