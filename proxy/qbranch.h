@@ -687,6 +687,7 @@ void		 op_add_overlays(struct op *);
 
 /* snap-memory.c: the VM's RAM and device state saved and loaded. */
 void		 snap_memory_shutdown(void);
+void		 snap_memory_release(void);
 void		 op_memory_probe(struct op *, int);
 struct snap_memory *snap_memory_new(const char *, const char *,
 		    const char *);

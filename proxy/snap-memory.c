@@ -81,13 +81,25 @@ live_clear(void)
 	live.fast = 0;
 }
 
-/* qbranchd is stopping, or QEMU went away: the files are let go. */
+/* qbranchd is stopping: the files are let go. */
 void
 snap_memory_shutdown(void)
 {
 	live_clear();
 	free(live.why_not);
 	live.why_not = NULL;
+}
+
+/*
+ * QEMU went away, or an operation ended while it was away: the RAM files
+ * are let go (a removed one would stay allocated while open), unless an
+ * operation's threads may still copy through them.
+ */
+void
+snap_memory_release(void)
+{
+	if (snap.op == NULL && !upstream_is_ready())
+		live_clear();
 }
 
 static void

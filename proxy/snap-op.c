@@ -131,6 +131,7 @@ op_finish(struct op *op)
 		return;
 	}
 	snap.op = NULL;
+	snap_memory_release();
 	op_tree_end(op);
 	progress_stop(op);
 	if (op->on_end != NULL)

@@ -250,6 +250,8 @@ upstream_down(const char *reason)
 	up.fr = NULL;
 	up.state = UP_DOWN;
 	up.waiting_logged = 0;
+	up.pid = 0;
+	snap_memory_release();
 	if (up.timer == NULL)
 		return;			/* shutting down */
 	evtimer_del(up.timer);

@@ -228,11 +228,27 @@ def full_disk_checks(env):
         subprocess.run(["umount", "-l", state], capture_output=True)
 
 
+def let_go_checks(env, vm):
+    """QEMU quits: qbranchd keeps no hold on its RAM file (a removed
+    one would stay allocated while qbranchd has it open)."""
+    ram = env.path("guest.ram")
+    held = "/proc/%d/maps" % vm.proxy.proc.pid
+    vm.revert("r1")
+    with open(held) as f:
+        ok(ram in f.read(), "qbranchd maps the RAM file while QEMU runs")
+    vm.ret("quit")
+    vm.qemu.wait(CMD_TIMEOUT)
+    qbtest.wait_for(lambda: ram not in open(held).read(),
+                    timeout=CMD_TIMEOUT)
+    with open(held) as f:
+        ok(ram not in f.read(), "once QEMU is gone, qbranchd lets it go")
+
+
 def main(env):
     vm = paths_checks(env, shared=True)
     fast_path_checks(env, vm)
+    let_go_checks(env, vm)
     vm.proxy.stop()
-    vm.qemu.stop()
     vm = paths_checks(env, shared=False)
     vm.proxy.stop()
     vm.qemu.stop()
