@@ -207,6 +207,7 @@ probe_reuse(struct ram_probe *p, struct ram_live *r)
 			r->map = old->map;
 			r->dev = old->dev;
 			r->ino = old->ino;
+			r->pid = old->pid;
 			old->fd = -1;
 			old->map = NULL;
 			return;
@@ -243,7 +244,8 @@ probe_one(struct ram_probe *p, struct ram_live *r)
 		}
 		p->checking = 1;
 	}
-	if (!pid_maps(p->qemu, r->dev, r->ino)) {
+	/* Checked already for this QEMU, unless it is new to us. */
+	if (r->pid != p->qemu && !pid_maps(p->qemu, r->dev, r->ino)) {
 		xasprintf(&p->plain, "QEMU (process %d) does not map %s",
 		    (int)p->qemu, r->path);
 		return NULL;
@@ -793,10 +795,15 @@ state_add_call(const struct snap_memory *m)
 
 	op_node_name(m->state, node, sizeof node);
 	op_file_node_name(m->state, fnode, sizeof fnode);
-	return json_pack("{s:s, s:{s:s, s:s, s:{s:s, s:s, s:s}}}", "execute",
-	    "blockdev-add", "arguments", "driver", "qcow2", "node-name", node,
-	    "file", "driver", "file", "node-name", fnode, "filename",
-	    m->state);
+	/*
+	 * QEMU's flushes are not needed: a load changes nothing that must
+	 * last, and a save is synced before the tree names it.
+	 */
+	return json_pack("{s:s, s:{s:s, s:s, s:{s:b}, s:{s:s, s:s, s:s, "
+	    "s:{s:b}}}}", "execute", "blockdev-add", "arguments", "driver",
+	    "qcow2", "node-name", node, "cache", "no-flush", 1, "file",
+	    "driver", "file", "node-name", fnode, "filename", m->state,
+	    "cache", "no-flush", 1);
 }
 
 static json_t *
