@@ -576,19 +576,17 @@ op_copy_ram(struct op *op, const struct snap_memory *m, int load)
 
 
 /*
- * The files of a new saved state: the state image, written whole, and an
- * empty copy per RAM file, the size of the live one. They are removed if
- * the operation fails.
+ * The files of a new saved state: the state image first, written whole,
+ * then an empty copy per RAM file, the size of the live one. They are
+ * removed if the operation fails.
  */
 struct state_files {
-	char		*state;
-	char		**ram;
+	char		**paths;
 	uint64_t	*sizes;
-	size_t		 nram;
-	unsigned char	*head;
+	size_t		 n;
+	unsigned char	*head;		/* the state image's */
 	size_t		 head_len;
-	uint64_t	 file_len;
-	int		 made;		/* how many exist */
+	size_t		 made;		/* how many exist */
 };
 
 static int
@@ -655,25 +653,23 @@ state_files_work(struct op_io *io)
 	size_t			 i;
 	int			 fd;
 
-	dir = xstrdup(sf->state);
+	dir = xstrdup(sf->paths[0]);
 	*strrchr(dir, '/') = '\0';
 	if (mkdir(dir, 0700) == -1 && errno != EEXIST)
 		xasprintf(&error, "cannot make %s: %s", dir, strerror(errno));
 	free(dir);
-	for (i = 0; error == NULL && i <= sf->nram; i++) {
-		const char	*path = i == 0 ? sf->state : sf->ram[i - 1];
-
-		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	for (i = 0; error == NULL && i < sf->n; i++) {
+		fd = open(sf->paths[i], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+		    0600);
 		if (fd == -1) {
-			xasprintf(&error, "cannot create %s: %s", path,
+			xasprintf(&error, "cannot create %s: %s", sf->paths[i],
 			    strerror(errno));
 			break;
 		}
 		sf->made++;
-		if ((i == 0 && (full_pwrite(fd, sf->head, sf->head_len, 0) ==
-		    -1 || ftruncate(fd, sf->file_len) == -1)) ||
-		    (i > 0 && ftruncate(fd, sf->sizes[i - 1]) == -1))
-			xasprintf(&error, "cannot write %s: %s", path,
+		if ((i == 0 && full_pwrite(fd, sf->head, sf->head_len, 0) ==
+		    -1) || ftruncate(fd, sf->sizes[i]) == -1)
+			xasprintf(&error, "cannot write %s: %s", sf->paths[i],
 			    strerror(errno));
 		close(fd);
 	}
@@ -685,19 +681,18 @@ state_files_done(struct op_io *io)
 {
 	struct state_files	*sf = io->data;
 	struct op		*op = io->op;
-	int			 i;
+	size_t			 i;
 
 	for (i = 0; i < sf->made; i++)
-		op_undo_unlink(op, i == 0 ? sf->state : sf->ram[i - 1]);
+		op_undo_unlink(op, sf->paths[i]);
 	if (io->error != NULL && op->io_error == NULL) {
 		op->io_error = io->error;
 		io->error = NULL;
 	}
-	for (i = 0; i < (int)sf->nram; i++)
-		free(sf->ram[i]);
-	free(sf->ram);
+	for (i = 0; i < sf->n; i++)
+		free(sf->paths[i]);
+	free(sf->paths);
 	free(sf->sizes);
-	free(sf->state);
 	free(sf->head);
 	free(sf);
 	io->data = NULL;
@@ -716,24 +711,24 @@ op_memory_files(struct op *op, const struct snap_memory *m)
 	size_t			 i;
 
 	sf = xcalloc(1, sizeof *sf);
+	sf->n = 1 + m->nram;
+	sf->paths = xcalloc(sf->n, sizeof *sf->paths);
+	sf->sizes = xcalloc(sf->n, sizeof *sf->sizes);
+	sf->paths[0] = xstrdup(m->state);
 	if (qcow2_overlay_build(STATE_IMAGE_SIZE, NULL, NULL, &sf->head,
-	    &sf->head_len, &sf->file_len, &cause) == -1)
+	    &sf->head_len, &sf->sizes[0], &cause) == -1)
 		fatalx("state image: %s", cause);
-	sf->state = xstrdup(m->state);
-	sf->nram = m->nram;
-	sf->ram = xcalloc(m->nram, sizeof *sf->ram);
-	sf->sizes = xcalloc(m->nram, sizeof *sf->sizes);
-	if (op->sync_first == NULL)
-		op->sync_first = json_array();
-	json_array_append_new(op->sync_first, json_string(m->state));
 	for (i = 0; i < m->nram; i++) {
 		if ((r = live_find(m->ram[i].backend)) == NULL)
 			fatalx("no live RAM file %s", m->ram[i].backend);
-		sf->ram[i] = xstrdup(m->ram[i].file);
-		sf->sizes[i] = r->size;
-		json_array_append_new(op->sync_first, json_string(
-		    m->ram[i].file));
+		sf->paths[1 + i] = xstrdup(m->ram[i].file);
+		sf->sizes[1 + i] = r->size;
 	}
+	if (op->sync_first == NULL)
+		op->sync_first = json_array();
+	for (i = 0; i < sf->n; i++)
+		json_array_append_new(op->sync_first, json_string(
+		    sf->paths[i]));
 	op_io(op, state_files_work, state_files_done, sf);
 }
 
