@@ -500,11 +500,19 @@ static char *
 copy_work(struct op_io *io)
 {
 	struct ram_copy	*c = io->data;
-	int		 src = c->load ? c->fd : c->live_fd;
+	int		 src;
 	off_t		 off = c->lo, d, e, k;
 	size_t		 n;
 	char		*error = NULL;
 
+	if ((c->fd = open(c->path, (c->load ? O_RDONLY : O_RDWR) |
+	    O_CLOEXEC)) == -1) {
+		xasprintf(&error, "cannot open %s: %s", c->path,
+		    strerror(errno));
+		free(c->path);
+		return error;
+	}
+	src = c->load ? c->fd : c->live_fd;
 	while (error == NULL && off < c->hi) {
 		if (!next_data(src, off, c->hi, &d, &e))
 			d = e = c->hi;
@@ -543,26 +551,15 @@ op_copy_ram(struct op *op, const struct snap_memory *m, int load)
 	struct ram_live	*r;
 	struct ram_copy	*c;
 	size_t		 i, k;
-	int		 fd;
 
 	for (i = 0; i < m->nram; i++) {
 		if ((r = live_find(m->ram[i].backend)) == NULL)
 			fatalx("no live RAM file %s", m->ram[i].backend);
 		for (k = 0; k < COPY_PIECES; k++) {
-			fd = open(m->ram[i].file, (load ? O_RDONLY : O_RDWR) |
-			    O_CLOEXEC);
-			if (fd == -1) {
-				if (op->io_error == NULL)
-					xasprintf(&op->io_error, "cannot open "
-					    "%s: %s", m->ram[i].file,
-					    strerror(errno));
-				return;
-			}
 			c = xcalloc(1, sizeof *c);
 			c->live_fd = r->fd;
 			c->map = r->map;
 			c->path = xstrdup(m->ram[i].file);
-			c->fd = fd;
 			c->load = load;
 			/* Pieces on 2 MiB bounds: huge pages stay whole. */
 			c->lo = (r->size / COPY_PIECES * k) & ~(off_t)0x1fffff;
