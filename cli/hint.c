@@ -20,9 +20,9 @@ static const struct hint {
 	{ NULL, "no branch named",
 	    "see 'qbranch branches' for the branches" },
 	{ NULL, "Parameter 'memory' is unexpected",
-	    "this qbranchd cannot save memory state yet: leave out --memory" },
+	    "this qbranchd is too old to save memory state: leave out --memory" },
 	{ NULL, "Parameter 'save-memory' is unexpected",
-	    "this qbranchd cannot save memory state yet: leave out "
+	    "this qbranchd is too old to save memory state: leave out "
 	    "--save-memory" },
 	{ NULL, "is unexpected",
 	    "this qbranchd does not know that argument: leave it out, or "

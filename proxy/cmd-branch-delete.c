@@ -74,6 +74,7 @@ branch_delete_step(struct op *op, json_t *ret)
 				json_array_append_new(op->result,
 				    json_string(b->disks[i].file));
 		}
+		snap_memory_files(b->memory, op->result);
 		op_tree_begin(op);
 		branch_remove(snap.tree, b);
 		op_tree_prepare(op);

@@ -30,17 +30,20 @@ static void	query_disks_cb(json_t *, void *);
 static json_t *
 query_disks_node(struct query_disks *q, json_t *file)
 {
-	json_t		*n;
+	json_t		*n, *bare = NULL;
 	size_t		 i;
 	const char	*drv;
 
 	json_array_foreach(q->nodes, i, n) {
 		drv = json_string_value(json_object_get(n, "drv"));
-		if (drv != NULL && strcmp(drv, "file") != 0 &&
-		    json_equal(json_object_get(n, "file"), file))
+		if (drv == NULL || !json_equal(json_object_get(n, "file"), file))
+			continue;
+		if (strcmp(drv, "file") != 0)
 			return json_object_get(n, "node-name");
+		bare = json_object_get(n, "node-name");
 	}
-	return NULL;
+	/* No format node over it: a device uses the file node itself. */
+	return bare;
 }
 
 static void
@@ -60,7 +63,7 @@ query_disks_cb(json_t *reply, void *arg)
 	struct client		*c;
 	json_t			*out, *b, *ins, *img, *chain, *node;
 	const struct branch	*br;
-	const char		*qdev, *dev, *slash;
+	char			*dev;
 	size_t			 i;
 
 	TAILQ_FOREACH(c, &clients, entry) {
@@ -81,17 +84,9 @@ query_disks_cb(json_t *reply, void *arg)
 		ins = json_object_get(b, "inserted");
 		if (ins == NULL || json_is_true(json_object_get(ins, "ro")))
 			continue;
-		qdev = json_string_value(json_object_get(b, "qdev"));
-		dev = json_string_value(json_object_get(b, "device"));
-		if (qdev != NULL &&
-		    strncmp(qdev, "/machine/peripheral/", 20) == 0) {
-			qdev += 20;
-			slash = strchr(qdev, '/');
-			dev = NULL;
-			b = json_stringn(qdev, slash ? (size_t)(slash - qdev) :
-			    strlen(qdev));
-		} else
-			b = json_string(dev != NULL ? dev : "");
+		dev = disk_device_name(b);
+		b = json_string(dev != NULL ? dev : "");
+		free(dev);
 		chain = json_array();
 		for (img = json_object_get(ins, "image"); img != NULL;
 		    img = json_object_get(img, "backing-image")) {

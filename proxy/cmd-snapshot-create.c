@@ -2,7 +2,9 @@
  * cmd-snapshot-create.c: qbranch-snapshot-create. The attached branch's
  * overlays become the new snapshot's frozen images: a fresh overlay per
  * disk is made first, then one transaction of blockdev-snapshot actions
- * moves every disk onto its overlay at once, with the VM running.
+ * moves every disk onto its overlay at once, with the VM running. With
+ * memory, the VM stops first, its RAM and device state are saved
+ * (snap-memory.c), and it runs again once the disks have moved.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,7 @@ static const struct arg_spec create_args[] = {
 	{ "name", 's', 0 },
 	{ "description", 's', 0 },
 	{ "disks", 'a', 0 },
+	{ "memory", 'b', 0 },
 	{ NULL, 0, 0 }
 };
 
@@ -41,6 +44,13 @@ create_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 		client_send_error(c, "GenericError", "invalid snapshot name: "
 		    "use a letter or digit, then letters, digits and . _ + -, "
 		    "at most 64 characters", id, idlen);
+		return;
+	}
+	if (json_is_true(json_object_get(args, "memory")) &&
+	    opts.state_dir == NULL) {
+		client_send_error(c, "GenericError", "a snapshot with memory "
+		    "needs qbranchd's --state-dir, where the VM state is kept",
+		    id, idlen);
 		return;
 	}
 	if ((op = op_new(c, args, id, idlen, create_step)) == NULL)
@@ -142,6 +152,7 @@ create_apply(struct op *op, struct branch *b)
 		s->description = xstrdup(desc);
 	}
 	snap_files_set(&s->disks, &s->ndisks, b->disks, b->ndisks);
+	s->memory = snap_memory_dup(op->mem_save);
 	for (i = 0; i < b->ndisks; i++) {
 		free(b->disks[i].backing);
 		b->disks[i].backing = xstrdup(b->disks[i].file);
@@ -156,6 +167,19 @@ create_apply(struct op *op, struct branch *b)
 	return s;
 }
 
+enum {
+	CREATE_DISCOVER,
+	CREATE_PROBE,
+	CREATE_PREPARE,
+	CREATE_OPEN,
+	CREATE_STOP,
+	CREATE_SAVE,
+	CREATE_SWITCH,
+	CREATE_COMMIT,
+	CREATE_WAIT,
+	CREATE_DONE,
+};
+
 static void
 create_step(struct op *op, json_t *ret)
 {
@@ -166,13 +190,24 @@ create_step(struct op *op, json_t *ret)
 	char			 node[40];
 	size_t			 i;
 	const char		*name;
+	int			 memory;
 
-	switch (op->stage++) {
-	case 0:
+	memory = json_is_true(json_object_get(op->args, "memory"));
+	switch (op->stage) {
+	case CREATE_DISCOVER:
 		/* It opens only new overlays: no need for the open nodes. */
+		op->stage = CREATE_PROBE;
 		op_discover(op, DISCOVER_DISKS);
 		return;
-	case 1:
+	case CREATE_PROBE:
+		op->stage = CREATE_PREPARE;
+		if (memory) {
+			op_memory_probe(op, 1);
+			return;
+		}
+		/* FALLTHROUGH */
+	case CREATE_PREPARE:
+		op->stage = CREATE_OPEN;
 		op_tree_init(op);
 		b = branch_attached(snap.tree);
 		if (b == NULL || b->ndisks == 0) {
@@ -201,6 +236,11 @@ create_step(struct op *op, json_t *ret)
 				return;
 			}
 		}
+		if (memory) {
+			op->mem_save = snap_memory_new("snapshot", op->name,
+			    op->run_state);
+			op_memory_files(op, op->mem_save);
+		}
 		/*
 		 * The model first, then every disk's overlay file and the
 		 * tree file are written together.
@@ -210,10 +250,27 @@ create_step(struct op *op, json_t *ret)
 		op_tree_prepare(op);
 		op_io_wait(op);
 		return;
-	case 2:
+	case CREATE_OPEN:
+		op->stage = CREATE_STOP;
 		op_add_overlays(op);
 		return;
-	case 3:
+	case CREATE_STOP:
+		op->stage = CREATE_SAVE;
+		if (memory && op->was_running) {
+			op_undo_call(op, "cont", NULL);
+			op_call(op, "stop", NULL);
+			return;
+		}
+		/* FALLTHROUGH */
+	case CREATE_SAVE:
+		op->stage = CREATE_SWITCH;
+		if (memory) {
+			op_memory_save(op, op->mem_save);
+			return;
+		}
+		/* FALLTHROUGH */
+	case CREATE_SWITCH:
+		op->stage = CREATE_COMMIT;
 		b = branch_attached(snap.tree);
 		actions = json_array();
 		for (i = 0; i < b->ndisks; i++) {
@@ -226,19 +283,29 @@ create_step(struct op *op, json_t *ret)
 		op_call(op, "transaction", json_pack("{s:o}", "actions",
 		    actions));
 		return;
-	case 4:
+	case CREATE_COMMIT:
 		/* QEMU runs on the new overlays: the tree file follows. */
+		op->stage = CREATE_WAIT;
 		op_commit(op);
+		if (memory && op->was_running) {
+			op->tolerate = 1;
+			op_call(op, "cont", NULL);
+			return;
+		}
+		/* FALLTHROUGH */
+	case CREATE_WAIT:
+		op->stage = CREATE_DONE;
 		op_io_wait(op);
 		return;
-	case 5:
+	case CREATE_DONE:
 		s = op->subject;
 		if (op->commit_error != NULL) {
 			op_fail(op, "snapshot %s was taken, but %s", op->name,
 			    op->commit_error);
 			return;
 		}
-		log_info("snapshot %s created", op->name);
+		log_info("snapshot %s created%s", op->name, memory ?
+		    " with memory" : "");
 		op_done(op, snap_json(snap.tree, s));
 		return;
 	}

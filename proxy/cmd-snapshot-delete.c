@@ -256,6 +256,8 @@ delete_step(struct op *op, json_t *ret)
 			return;
 		}
 		op->subject = s;
+		if (op->mem_files == NULL)
+			op->mem_files = snap_memory_all(snap.tree);
 		if (op->name == NULL) {
 			op->name = xstrdup(name);
 			if (op->flag != DELETE_MERGE) {
@@ -451,6 +453,13 @@ delete_step(struct op *op, json_t *ret)
 			    op->commit_error);
 			return;
 		}
+		/* The saved VM states of what left the tree go too. */
+		files = snap_memory_gone(snap.tree, op->mem_files);
+		op_unlink(op, files);
+		json_decref(files);
+		op_io_wait(op);
+		return;
+	case 12:
 		log_info("snapshot %s deleted", op->name);
 		op_done(op, json_object());
 		return;

@@ -1,8 +1,10 @@
 /*
  * cmd-snapshot-revert.c: qbranch-snapshot-revert. The attached branch is
  * detached and kept (or discarded when asked); a new branch grows from the
- * snapshot on fresh overlays over its frozen images, live, and the guest is
- * reset so that it boots from them. Frozen images are never written, so the
+ * snapshot on fresh overlays over its frozen images, live. A snapshot with
+ * memory is loaded, and the guest goes on from that moment; else it is
+ * reset so that it boots from the snapshot's disks. The branch left can
+ * keep its memory (save-memory). Frozen images are never written, so the
  * snapshot's children stay valid.
  */
 #include <stdlib.h>
@@ -25,6 +27,7 @@ static const struct arg_spec revert_args[] = {
 	{ "state", 's', 0 },
 	{ "disks", 'a', 0 },
 	{ "discard", 'b', 0 },
+	{ "save-memory", 'b', 0 },
 	{ NULL, 0, 0 }
 };
 
@@ -67,6 +70,20 @@ revert_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 		client_send_error(c, "GenericError", "invalid branch name: use "
 		    "a letter or digit, then letters, digits and . _ + -, at "
 		    "most 64 characters", id, idlen);
+		return;
+	}
+	if (json_is_true(json_object_get(args, "save-memory")) &&
+	    json_is_true(json_object_get(args, "discard"))) {
+		client_send_error(c, "GenericError", "'save-memory' keeps the "
+		    "memory of the branch being left and 'discard' removes "
+		    "that branch: choose one", id, idlen);
+		return;
+	}
+	if (json_is_true(json_object_get(args, "save-memory")) &&
+	    opts.state_dir == NULL) {
+		client_send_error(c, "GenericError", "'save-memory' needs "
+		    "qbranchd's --state-dir, where the VM state is kept", id,
+		    idlen);
 		return;
 	}
 	if ((op = op_new(c, args, id, idlen, revert_step)) == NULL)
@@ -174,6 +191,10 @@ revert_apply(struct op *op, struct snapshot *s)
 
 	old = branch_attached(snap.tree);
 	old->attached = 0;
+	if (op->mem_save != NULL) {
+		snap_memory_free(old->memory);
+		old->memory = snap_memory_dup(op->mem_save);
+	}
 	branch_touch(old);
 	nb = branch_add(snap.tree, op->name, s);
 	nb->attached = 1;
@@ -193,10 +214,19 @@ revert_apply(struct op *op, struct snapshot *s)
 				json_array_append_new(op->result,
 				    json_string(old->disks[i].file));
 		}
+		snap_memory_files(old->memory, op->result);
 		branch_remove(snap.tree, old);
 	}
 	return nb;
 }
+
+enum {
+	REVERT_DISCOVER,
+	REVERT_PROBE,
+	REVERT_ATTACH,
+	REVERT_UNLINK,
+	REVERT_DONE,
+};
 
 static void
 revert_step(struct op *op, json_t *ret)
@@ -204,13 +234,13 @@ revert_step(struct op *op, json_t *ret)
 	struct snapshot	*s;
 	struct branch	*nb;
 	int		 run;
-	char		*cause = NULL;
 
-	switch (op->stage++) {
-	case 0:
+	switch (op->stage) {
+	case REVERT_DISCOVER:
+		op->stage = REVERT_PROBE;
 		op_discover(op, DISCOVER_ALL);
 		return;
-	case 1:
+	case REVERT_PROBE:
 		s = snap_find(snap.tree, json_string_value(json_object_get(
 		    op->args, "name")));
 		if (s == NULL) {
@@ -219,21 +249,28 @@ revert_step(struct op *op, json_t *ret)
 			return;
 		}
 		op->subject = s;
-		if (revert_names(op, s, branch_attached(snap.tree)) == -1)
+		op->stage = REVERT_ATTACH;
+		op_memory_begin(op, s->memory);
+		return;
+	case REVERT_ATTACH:
+		op->stage = REVERT_UNLINK;
+		s = op->subject;
+		if (revert_names(op, s, branch_attached(snap.tree)) == -1 ||
+		    op_memory_plan(op, s->memory, &run) == -1)
 			return;
-		cmd_run_state(op->args, &run, op->was_running, &cause);
 		/* The tree first (a full state directory stops us here). */
 		op_tree_begin(op);
 		op->subject2 = revert_apply(op, s);
 		op_tree_prepare(op);
 		op_attach(op, 0, run);
 		return;
-	case 2:
-		/* The discarded branch's overlays go once QEMU has left them. */
+	case REVERT_UNLINK:
+		/* The discarded branch's files go once QEMU has left them. */
+		op->stage = REVERT_DONE;
 		op_unlink(op, op->result);
 		op_io_wait(op);
 		return;
-	case 3:
+	case REVERT_DONE:
 		s = op->subject;
 		nb = op->subject2;
 		if (op->commit_error != NULL) {
@@ -241,7 +278,8 @@ revert_step(struct op *op, json_t *ret)
 			    op->commit_error);
 			return;
 		}
-		log_info("reverted to %s on branch %s", s->name, nb->name);
+		log_info("reverted to %s on branch %s%s", s->name, nb->name,
+		    op->mem_load != NULL ? ", its memory loaded" : "");
 		op_done(op, branch_json(nb));
 		return;
 	}

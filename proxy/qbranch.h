@@ -141,6 +141,22 @@ struct snap_file {
 	int	 owned;		/* created by qbranch: only these are removed */
 };
 
+/*
+ * A saved VM state (snap-memory.c): device state, and RAM unless it was
+ * copied, in a qcow2 state image; the copies of RAM kept in files.
+ */
+struct snap_ram {
+	char	*backend;	/* the memory backend's id */
+	char	*file;		/* the copy of its file */
+};
+
+struct snap_memory {
+	char		*state;		/* the state image */
+	char		*vm_state;	/* QEMU's run state then */
+	struct snap_ram	*ram;		/* none: RAM is in the state image */
+	size_t		 nram;
+};
+
 struct snapshot {
 	char			*name;
 	char			*description;
@@ -149,6 +165,7 @@ struct snapshot {
 	struct snapshot		*parent;
 	struct snap_file	*disks;
 	size_t			 ndisks;
+	struct snap_memory	*memory;	/* NULL: disks only */
 	uint64_t		 serial;	/* order of making, in memory */
 	struct tree_text	*line;		/* its tree file line, or NULL */
 	uint32_t		*hashes;	/* of its paths, kept with line */
@@ -162,6 +179,7 @@ struct branch {
 	int			 attached;
 	struct snap_file	*disks;
 	size_t			 ndisks;
+	struct snap_memory	*memory;	/* saved when it was left */
 	uint64_t		 serial;	/* order of making, in memory */
 	struct tree_text	*line;		/* its tree file line, or NULL */
 	uint32_t		*hashes;	/* of its paths, kept with line */
@@ -200,6 +218,14 @@ void			 snap_files_set(struct snap_file **, size_t *,
 			    const struct snap_file *, size_t);
 void			 snap_files_free(struct snap_file *, size_t);
 uint64_t		 file_allocated(const char *);
+void			 snap_memory_free(struct snap_memory *);
+struct snap_memory	*snap_memory_dup(const struct snap_memory *);
+void			 snap_memory_files(const struct snap_memory *,
+			    json_t *);
+uint64_t		 snap_memory_size(const struct snap_memory *);
+struct snap_memory	*snap_memory_from_json(json_t *, char **);
+json_t			*snap_memory_all(const struct snap_tree *);
+json_t			*snap_memory_gone(const struct snap_tree *, json_t *);
 uint32_t		*snap_files_hashes(const struct snap_file *, size_t);
 void			 snap_touch(struct snapshot *);
 void			 snap_touch_name(struct snap_tree *, struct snapshot *);
@@ -280,6 +306,7 @@ int			 store_truncate(const char *, const char *, off_t,
 			    char **);
 char			*store_read_text(const char *, const char *,
 			    size_t *, char **);
+char			*file_sync(const char *);
 
 /*
  * The daemon's parts below use libevent; the pure parts above do not.
@@ -418,6 +445,7 @@ struct pending {
 int		 upstream_is_ready(void);
 const char	*upstream_greeting(size_t *);
 int		 upstream_has_oob(void);
+pid_t		 upstream_pid(void);
 void		 upstream_start(const char *);
 void		 upstream_start_fd(int);
 void		 upstream_when_down(void (*)(void));
@@ -563,6 +591,18 @@ struct op {
 	char		*name;
 	int		 flag;
 	int		 removing;	/* closing an image: 1 format, 2 file */
+
+	/* a VM state saved or loaded (snap-memory.c) */
+	int		 mstage;
+	int		 mem_loading;
+	json_t		*memdevs;	/* query-memdev */
+	void		(*mem_resume)(struct op *, json_t *);
+	struct snap_memory *mem;	/* the one at hand */
+	struct snap_memory *mem_load;	/* what the attach loads, or NULL */
+	struct snap_memory *mem_save;	/* what the attach saves, or NULL */
+	int		 job_tolerate;	/* a job's error goes to job_error */
+	json_t		*sync_first;	/* files to sync before the commit */
+	json_t		*mem_files;	/* every saved state's, before */
 };
 
 struct snap_state {
@@ -632,6 +672,7 @@ void		 op_tree_end(struct op *);
 #define DISCOVER_DISKS	0	/* run state, disks, exports */
 #define DISCOVER_ALL	1	/* and every open node */
 void		 op_discover(struct op *, int);
+char		*disk_device_name(json_t *);
 void		 op_tree_init(struct op *);
 void		 op_node_name(const char *, char *, size_t);
 void		 op_file_node_name(const char *, char *, size_t);
@@ -643,6 +684,22 @@ void		 op_open_image(struct op *, const char *);
 void		 op_close_unused(struct op *);
 void		 op_write_overlays(struct op *);
 void		 op_add_overlays(struct op *);
+
+/* snap-memory.c: the VM's RAM and device state saved and loaded. */
+void		 snap_memory_shutdown(void);
+void		 snap_memory_release(void);
+void		 op_memory_probe(struct op *, int);
+struct snap_memory *snap_memory_new(const char *, const char *,
+		    const char *);
+void		 op_memory_files(struct op *, const struct snap_memory *);
+int		 op_memory_loadable(struct op *, const struct snap_memory *);
+void		 op_memory_open_calls(struct op *, json_t *);
+void		 op_memory_opened(struct op *, json_t *, size_t);
+void		 op_memory_save(struct op *, struct snap_memory *);
+void		 op_memory_load(struct op *, struct snap_memory *);
+int		 snap_memory_fast(void);
+void		 op_memory_begin(struct op *, const struct snap_memory *);
+int		 op_memory_plan(struct op *, const struct snap_memory *, int *);
 
 /* io-thread.c: file work off the event loop. */
 void		 io_init(void);

@@ -44,7 +44,8 @@ put64(unsigned char *p, uint64_t v)
 
 /*
  * Builds the overlay for a disk of size bytes over backing (an absolute
- * path) in format backing_fmt. *head gets the first clusters to write
+ * path) in format backing_fmt, or a standalone empty image when backing is
+ * NULL (a state image: snap-memory.c). *head gets the first clusters to write
  * (*head_len bytes); the file is then extended with zeros to *file_len.
  * Returns -1 with *cause when the arguments cannot make a valid image.
  */
@@ -55,8 +56,7 @@ qcow2_overlay_build(uint64_t size, const char *backing,
 {
 	unsigned char	*h, *p;
 	uint64_t	 l1_size, l1_clusters, nclusters, i;
-	size_t		 blen = strlen(backing), flen = strlen(backing_fmt);
-	size_t		 ext_len, off;
+	size_t		 blen, flen, ext_len, off;
 
 	*head = NULL;
 	if (size == 0 || size > (UINT64_C(1) << 56)) {
@@ -64,12 +64,14 @@ qcow2_overlay_build(uint64_t size, const char *backing,
 		    " bytes", size);
 		return -1;
 	}
-	if (blen == 0 || blen > BACKING_NAME_MAX) {
+	blen = backing != NULL ? strlen(backing) : 0;
+	flen = backing != NULL ? strlen(backing_fmt) : 0;
+	if (backing != NULL && (blen == 0 || blen > BACKING_NAME_MAX)) {
 		xasprintf(cause, "backing file name of %zu bytes: qcow2 takes "
 		    "1 to %d", blen, BACKING_NAME_MAX);
 		return -1;
 	}
-	if (flen == 0 || flen > 16) {
+	if (backing != NULL && (flen == 0 || flen > 16)) {
 		xasprintf(cause, "unknown backing format '%s'", backing_fmt);
 		return -1;
 	}
@@ -91,8 +93,10 @@ qcow2_overlay_build(uint64_t size, const char *backing,
 	put32(h + 4, 3);				/* version */
 	ext_len = 8 + ((flen + 7) & ~(size_t)7) + 8;
 	off = HEADER_LENGTH + ext_len;
-	put64(h + 8, off);				/* backing_file_offset */
-	put32(h + 16, blen);				/* backing_file_size */
+	if (backing != NULL) {
+		put64(h + 8, off);			/* backing_file_offset */
+		put32(h + 16, blen);			/* backing_file_size */
+	}
 	put32(h + 20, CLUSTER_BITS);
 	put64(h + 24, size);
 	put32(h + 36, l1_size);
@@ -102,11 +106,13 @@ qcow2_overlay_build(uint64_t size, const char *backing,
 	put32(h + 96, REFCOUNT_ORDER);
 	put32(h + 100, HEADER_LENGTH);	/* byte 104: zlib compression */
 	p = h + HEADER_LENGTH;
-	put32(p, EXT_BACKING_FORMAT);
-	put32(p + 4, flen);
-	memcpy(p + 8, backing_fmt, flen);
+	if (backing != NULL) {
+		put32(p, EXT_BACKING_FORMAT);
+		put32(p + 4, flen);
+		memcpy(p + 8, backing_fmt, flen);
+		memcpy(h + off, backing, blen);
+	}
 	/* The end-of-extensions marker is the zeros that follow. */
-	memcpy(h + off, backing, blen);
 
 	/* Cluster 1: the refcount table, one block. */
 	put64(h + CLUSTER_SIZE, (uint64_t)2 * CLUSTER_SIZE);

@@ -6,7 +6,9 @@
  * stopped: one transaction of blockdev-snapshot puts each new top over the
  * current one, blockdev-reopen cuts it loose onto its real backing, the
  * guest is reset, the tops left behind are closed, and the VM runs again if
- * asked. Nothing in the tree changes here.
+ * asked. With op->mem_save, the RAM and device state being left are saved
+ * before the disks move; with op->mem_load, a saved state is loaded instead
+ * of the reset. Nothing in the tree changes here.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +99,13 @@ attach_step(struct op *op, json_t *ret)
 		}
 		/* FALLTHROUGH */
 	case 4:
+		op->astage = 10;
+		if (op->mem_save != NULL) {
+			op_memory_save(op, op->mem_save);
+			return;
+		}
+		/* FALLTHROUGH */
+	case 10:
 		actions = json_array();
 		for (i = 0; i < op->npaths; i++) {
 			d = op_disk(op, op->devs[i]);
@@ -131,9 +140,21 @@ attach_step(struct op *op, json_t *ret)
 		    opts_));
 		return;
 	case 6:
-		op->astage = 7;
+		op->astage = 11;
 		op->i = 0;
-		if (!op->no_reset) {
+		if (op->mem_load != NULL) {
+			op_memory_load(op, op->mem_load);
+			return;
+		}
+		/* FALLTHROUGH */
+	case 11:
+		op->astage = 7;
+		if (op->mem_load != NULL && op->job_error != NULL &&
+		    op->commit_error == NULL)
+			xasprintf(&op->commit_error, "its memory could not be "
+			    "loaded (%s): the guest was reset", op->job_error);
+		if (!op->no_reset && (op->mem_load == NULL ||
+		    op->job_error != NULL)) {
 			op_call(op, "system_reset", NULL);
 			return;
 		}

@@ -56,7 +56,7 @@ op_node_of(struct op *op, const char *path)
 {
 	json_t		*n;
 	size_t		 i;
-	const char	*drv, *file;
+	const char	*drv, *file, *bare = NULL;
 
 	json_array_foreach(op->nodes, i, n) {
 		drv = json_string_value(json_object_get(n, "drv"));
@@ -66,8 +66,12 @@ op_node_of(struct op *op, const char *path)
 		if (strcmp(drv, "qcow2") == 0 || strcmp(drv, "raw") == 0)
 			return json_string_value(json_object_get(n,
 			    "node-name"));
+		if (strcmp(drv, "file") == 0 || strcmp(drv, "host_device") == 0)
+			bare = json_string_value(json_object_get(n,
+			    "node-name"));
 	}
-	return NULL;
+	/* No format node over it: a device uses the file node itself. */
+	return bare;
 }
 
 /* Forgets the open nodes of an image QEMU has just closed. */
@@ -115,18 +119,32 @@ op_disk(struct op *op, const char *device)
 	return NULL;
 }
 
-/* The qdev id from a qdev path /machine/peripheral/<id>/..., or NULL. */
-static char *
-qdev_id(const char *qdev)
+/*
+ * The name the tree gives the device of a query-block entry, or NULL: the
+ * qdev id (/machine/peripheral/<id>/...), else the drive id, else, for a
+ * board's own device on a -blockdev node such as the UEFI variable store,
+ * its path below /machine (system.flash1).
+ */
+char *
+disk_device_name(json_t *info)
 {
-	const char	*p = "/machine/peripheral/", *end;
+	const char	*qdev, *drive, *p = "/machine/peripheral/", *end;
 
-	if (qdev == NULL || strncmp(qdev, p, strlen(p)) != 0)
-		return NULL;
-	qdev += strlen(p);
-	if ((end = strchr(qdev, '/')) == NULL)
-		end = qdev + strlen(qdev);
-	return end > qdev ? xstrndup(qdev, end - qdev) : NULL;
+	qdev = json_string_value(json_object_get(info, "qdev"));
+	drive = json_string_value(json_object_get(info, "device"));
+	if (qdev != NULL && strncmp(qdev, p, strlen(p)) == 0) {
+		qdev += strlen(p);
+		if ((end = strchr(qdev, '/')) == NULL)
+			end = qdev + strlen(qdev);
+		if (end > qdev)
+			return xstrndup(qdev, end - qdev);
+	}
+	if (drive != NULL && *drive != '\0')
+		return xstrdup(drive);
+	if (qdev != NULL && strncmp(qdev, "/machine/", 9) == 0 &&
+	    qdev[9] != '\0')
+		return xstrdup(qdev + 9);
+	return NULL;
 }
 
 /*
@@ -171,21 +189,18 @@ disks_parse(json_t *ret, size_t *n)
 		if (ins == NULL || img == NULL ||
 		    json_is_true(json_object_get(ins, "ro")))
 			continue;
-		dev = qdev_id(json_string_value(json_object_get(b, "qdev")));
-		if (dev == NULL) {
-			name = json_string_value(json_object_get(b, "device"));
-			if (name == NULL || *name == '\0')
-				continue;
-			dev = xstrdup(name);
-		}
+		if ((dev = disk_device_name(b)) == NULL)
+			continue;
 		file = json_string_value(json_object_get(img, "filename"));
 		d = &disks[(*n)++];
 		d->device = dev;
 		d->node = xstrdup(json_string_value(json_object_get(ins,
 		    "node-name")));
 		d->file = xstrdup(file != NULL ? file : "");
-		d->format = xstrdup(json_string_value(json_object_get(img,
-		    "format")));
+		/* A device on a bare file node reads it as raw would. */
+		name = json_string_value(json_object_get(img, "format"));
+		d->format = xstrdup(name != NULL && (strcmp(name, "file") ==
+		    0 || strcmp(name, "host_device") == 0) ? "raw" : name);
 		d->size = json_integer_value(json_object_get(img,
 		    "virtual-size"));
 	}

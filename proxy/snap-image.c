@@ -509,6 +509,7 @@ op_add_overlays(struct op *op)
 		    "driver", "file", "node-name", fnode, "filename",
 		    op->paths[i], "backing"));
 	}
+	op_memory_open_calls(op, calls);
 	op->resume = op->step;
 	op->step = overlays_added;
 	op_call_all(op, calls);
@@ -529,6 +530,7 @@ overlays_added(struct op *op, json_t *replies)
 		op_undo_call(op, "blockdev-del", json_pack("{s:s}",
 		    "node-name", node));
 	}
+	op_memory_opened(op, replies, op->npaths);
 	op->step = op->resume;
 	if ((error = op_first_error(replies)) != NULL) {
 		op_fail(op, "%s", error);

@@ -131,6 +131,7 @@ op_finish(struct op *op)
 		return;
 	}
 	snap.op = NULL;
+	snap_memory_release();
 	op_tree_end(op);
 	progress_stop(op);
 	if (op->on_end != NULL)
@@ -149,6 +150,11 @@ op_finish(struct op *op)
 	json_decref(op->opening);
 	json_decref(op->closing);
 	json_decref(op->replies);
+	json_decref(op->sync_first);
+	json_decref(op->memdevs);
+	json_decref(op->mem_files);
+	snap_memory_free(op->mem_load);
+	snap_memory_free(op->mem_save);
 	free(op->commit_error);
 	free(op->run_state);
 	free(op->error);
@@ -378,8 +384,11 @@ op_paths_alloc(struct op *op, size_t n)
 void
 op_undo_call(struct op *op, const char *execute, json_t *args)
 {
-	json_array_append_new(op->undo, json_pack("{s:s, s:o}", "execute",
-	    execute, "arguments", args));
+	json_t	*u = json_pack("{s:s}", "execute", execute);
+
+	if (args != NULL)
+		json_object_set_new(u, "arguments", args);
+	json_array_append_new(op->undo, u);
 }
 
 /* Records a file to remove if the operation fails. */
@@ -561,7 +570,7 @@ progress_stop(struct op *op)
  */
 static void	job_started(struct op *, json_t *);
 static void	job_queried(struct op *, json_t *);
-static void	job_dismissed(struct op *, json_t *);
+static void	job_conclude(struct op *);
 
 void
 op_job(struct op *op, const char *execute, json_t *args)
@@ -587,9 +596,18 @@ static void
 job_started(struct op *op, json_t *ret)
 {
 	op->job_started = 1;
-	if (op->job_concluded)
-		op_call(op, "query-jobs", NULL);
 	op->step = job_queried;
+	if (op->job_concluded)
+		job_conclude(op);
+}
+
+/* Its error read and the job dismissed, both asked at once. */
+static void
+job_conclude(struct op *op)
+{
+	op_call_all(op, json_pack("[{s:s}, {s:s, s:{s:s}}]", "execute",
+	    "query-jobs", "execute", "job-dismiss", "arguments", "id",
+	    op->job));
 }
 
 /*
@@ -646,17 +664,19 @@ snap_op_event(json_t *ev)
 			return;
 		op->job_concluded = 1;
 		if (op->job_started)
-			op_call(op, "query-jobs", NULL);
+			job_conclude(op);
 	}
 }
 
 static void
-job_queried(struct op *op, json_t *ret)
+job_queried(struct op *op, json_t *replies)
 {
-	json_t		*j;
+	json_t		*ret, *j;
 	size_t		 i;
-	const char	*error = NULL;
+	const char	*error = NULL, *dismiss;
+	char		*job_error;
 
+	ret = json_object_get(json_array_get(replies, 0), "return");
 	json_array_foreach(ret, i, j) {
 		if (strcmp(json_string_value(json_object_get(j, "id")),
 		    op->job) != 0)
@@ -667,24 +687,24 @@ job_queried(struct op *op, json_t *ret)
 			progress_emit(op, j);
 		}
 	}
-	free(op->job_error);
-	op->job_error = error != NULL ? xstrdup(error) : NULL;
-	op->step = job_dismissed;
+	if ((dismiss = op_first_error(replies)) != NULL)
+		log_warnx("job %s: %s", op->job, dismiss);
+	job_error = error != NULL ? xstrdup(error) : NULL;
 	op->job_started = 0;
-	op_call(op, "job-dismiss", json_pack("{s:s}", "id", op->job));
-}
-
-static void
-job_dismissed(struct op *op, json_t *ret)
-{
-	char	*error = op->job_error;
-
 	op->job[0] = '\0';
 	op->step = op->job_resume;
-	if (error != NULL) {
-		op->job_error = NULL;
-		op_fail(op, "%s", error);
-		free(error);
+	if (job_error != NULL && op->job_tolerate) {
+		/* The step reads it from op->job_error. */
+		op->job_tolerate = 0;
+		free(op->job_error);
+		op->job_error = job_error;
+		op->step(op, NULL);
+		return;
+	}
+	op->job_tolerate = 0;
+	if (job_error != NULL) {
+		op_fail(op, "%s", job_error);
+		free(job_error);
 		return;
 	}
 	op->step(op, NULL);

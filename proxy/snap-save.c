@@ -29,16 +29,24 @@ struct tree_write {
 	off_t			 off;
 	int			 whole;		/* the whole file is chosen */
 	int			 prepared;
+	char			**sync_first;	/* files the tree will name */
 };
 
 static void
 tree_write_free(struct tree_write *tw)
 {
+	size_t	i;
+
 	if (tw == NULL)
 		return;
 	tree_file_clear(&tw->file);
 	free(tw->record);
 	free(tw->text);
+	if (tw->sync_first != NULL) {
+		for (i = 0; tw->sync_first[i] != NULL; i++)
+			free(tw->sync_first[i]);
+		free(tw->sync_first);
+	}
 	free(tw);
 }
 
@@ -121,7 +129,13 @@ static char *
 tree_write_commit(struct tree_write *tw)
 {
 	char	*cause = NULL;
+	size_t	 i;
 
+	/* The saved VM states it names are on the disk first. */
+	for (i = 0; tw->sync_first != NULL && tw->sync_first[i] != NULL; i++) {
+		if ((cause = file_sync(tw->sync_first[i])) != NULL)
+			return cause;
+	}
 	if (!tw->whole) {
 		store_append(opts.state_dir, JOURNAL_FILE, tw->off, tw->record,
 		    &cause);
@@ -340,10 +354,18 @@ void
 op_commit(struct op *op)
 {
 	struct tree_write	*tw = op->tree_write;
+	json_t			*p;
+	size_t			 i;
 
 	json_array_clear(op->undo);
 	if (!op->tree_prepared)
 		return;
+	if (tw != NULL && json_array_size(op->sync_first) > 0) {
+		tw->sync_first = xcalloc(json_array_size(op->sync_first) + 1,
+		    sizeof *tw->sync_first);
+		json_array_foreach(op->sync_first, i, p)
+			tw->sync_first[i] = xstrdup(json_string_value(p));
+	}
 	op->tree_prepared = 0;
 	op->tree_began = 0;
 	free(op->tree_backup);
@@ -466,4 +488,5 @@ snap_shutdown(void)
 	tree_file_clear(&snap.saved);
 	free(snap.broken);
 	snap.broken = NULL;
+	snap_memory_shutdown();
 }

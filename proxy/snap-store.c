@@ -81,6 +81,32 @@ dir_sync(const char *dir)
 	return ret;
 }
 
+/*
+ * Makes a file written earlier durable, with its name: NULL, or why not
+ * (allocated).
+ */
+char *
+file_sync(const char *path)
+{
+	char	*dir, *slash, *cause = NULL;
+	int	 fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 ||
+	    fdatasync(fd) == -1)
+		xasprintf(&cause, "cannot write %s: %s", path, strerror(errno));
+	if (fd != -1)
+		close(fd);
+	if (cause != NULL)
+		return cause;
+	dir = xstrdup(path);
+	slash = strrchr(dir, '/');
+	slash[slash == dir ? 1 : 0] = '\0';
+	if (dir_sync(dir) == -1)
+		xasprintf(&cause, "cannot sync %s: %s", dir, strerror(errno));
+	free(dir);
+	return cause;
+}
+
 /* Second half: the prepared file replaces dir/name, durably. */
 int
 store_commit(const char *dir, const char *name, char **cause)

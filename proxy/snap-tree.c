@@ -155,6 +155,7 @@ snapshot_free(struct snapshot *s)
 	free(s->description);
 	free(s->vm_state);
 	snap_files_free(s->disks, s->ndisks);
+	snap_memory_free(s->memory);
 	free(s);
 }
 
@@ -165,7 +166,142 @@ branch_free(struct branch *b)
 	free(b->hashes);
 	free(b->name);
 	snap_files_free(b->disks, b->ndisks);
+	snap_memory_free(b->memory);
 	free(b);
+}
+
+void
+snap_memory_free(struct snap_memory *m)
+{
+	size_t	i;
+
+	if (m == NULL)
+		return;
+	for (i = 0; i < m->nram; i++) {
+		free(m->ram[i].backend);
+		free(m->ram[i].file);
+	}
+	free(m->ram);
+	free(m->state);
+	free(m->vm_state);
+	free(m);
+}
+
+struct snap_memory *
+snap_memory_dup(const struct snap_memory *m)
+{
+	struct snap_memory	*d;
+	size_t			 i;
+
+	if (m == NULL)
+		return NULL;
+	d = xcalloc(1, sizeof *d);
+	d->state = xstrdup(m->state);
+	d->vm_state = xstrdup(m->vm_state);
+	d->ram = xcalloc(m->nram, sizeof *d->ram);
+	for (i = 0; i < m->nram; i++) {
+		d->ram[i].backend = xstrdup(m->ram[i].backend);
+		d->ram[i].file = xstrdup(m->ram[i].file);
+	}
+	d->nram = m->nram;
+	return d;
+}
+
+/* Appends the files of a saved state to paths (a JSON array). */
+void
+snap_memory_files(const struct snap_memory *m, json_t *paths)
+{
+	size_t	i;
+
+	if (m == NULL)
+		return;
+	json_array_append_new(paths, json_string(m->state));
+	for (i = 0; i < m->nram; i++)
+		json_array_append_new(paths, json_string(m->ram[i].file));
+}
+
+/* Every file of every saved state in the tree (new reference). */
+json_t *
+snap_memory_all(const struct snap_tree *t)
+{
+	const struct snapshot	*s;
+	const struct branch	*b;
+	json_t			*files = json_array();
+
+	TAILQ_FOREACH(s, &t->snapshots, entry)
+		snap_memory_files(s->memory, files);
+	TAILQ_FOREACH(b, &t->branches, entry)
+		snap_memory_files(b->memory, files);
+	return files;
+}
+
+/* The files of before (snap_memory_all()) the tree no longer names. */
+json_t *
+snap_memory_gone(const struct snap_tree *t, json_t *before)
+{
+	json_t		*now = snap_memory_all(t), *gone = json_array(), *f, *g;
+	size_t		 i, k;
+	int		 kept;
+
+	json_array_foreach(before, i, f) {
+		kept = 0;
+		json_array_foreach(now, k, g) {
+			if (json_equal(f, g))
+				kept = 1;
+		}
+		if (!kept)
+			json_array_append(gone, f);
+	}
+	json_decref(now);
+	return gone;
+}
+
+/* The bytes a saved state takes on disk. */
+uint64_t
+snap_memory_size(const struct snap_memory *m)
+{
+	uint64_t	n = 0;
+	size_t		i;
+
+	if (m == NULL)
+		return 0;
+	n = file_allocated(m->state);
+	for (i = 0; i < m->nram; i++)
+		n += file_allocated(m->ram[i].file);
+	return n;
+}
+
+/* A saved state from its file form; NULL with *cause when malformed. */
+struct snap_memory *
+snap_memory_from_json(json_t *o, char **cause)
+{
+	struct snap_memory	*m;
+	json_t			*ram, *r;
+	const char		*state, *vm_state, *backend, *file;
+	size_t			 i;
+
+	if (json_unpack(o, "{s:s, s:s, s:o}", "state", &state, "vm-state",
+	    &vm_state, "ram", &ram) == -1 || state[0] != '/' ||
+	    !json_is_array(ram)) {
+		*cause = xstrdup("bad 'memory'");
+		return NULL;
+	}
+	m = xcalloc(1, sizeof *m);
+	m->state = xstrdup(state);
+	m->vm_state = xstrdup(vm_state);
+	m->ram = xcalloc(json_array_size(ram), sizeof *m->ram);
+	json_array_foreach(ram, i, r) {
+		if (json_unpack(r, "{s:s, s:s}", "backend", &backend, "file",
+		    &file) == -1 || file[0] != '/') {
+			snap_memory_free(m);
+			*cause = xstrdup("bad 'memory' RAM entry");
+			return NULL;
+		}
+		m->ram[i].backend = xstrdup(backend);
+		m->ram[i].file = xstrdup(file);
+		m->nram++;
+	}
+	return m;
 }
 
 /* Frees a tree. */
@@ -709,8 +845,11 @@ snap_json(const struct snap_tree *t, const struct snapshot *s)
 	    "vm-state", s->vm_state,
 	    "disks", files_json(s->disks, s->ndisks, 0),
 	    "size", files_size_json(s->disks, s->ndisks),
-	    "memory", 0,
+	    "memory", s->memory != NULL,
 	    "current", snap_current(t) == s);
+	if (s->memory != NULL)
+		json_object_set_new(o, "memory-size", json_integer(
+		    snap_memory_size(s->memory)));
 	return o;
 }
 
@@ -718,12 +857,19 @@ snap_json(const struct snap_tree *t, const struct snapshot *s)
 json_t *
 branch_json(const struct branch *b)
 {
-	return json_pack("{s:s, s:o, s:b, s:o, s:o}",
+	json_t	*o;
+
+	o = json_pack("{s:s, s:o, s:b, s:o, s:o, s:b}",
 	    "name", b->name,
 	    "base", b->base ? json_string(b->base->name) : json_null(),
 	    "attached", b->attached,
 	    "disks", files_json(b->disks, b->ndisks, 0),
-	    "size", files_size_json(b->disks, b->ndisks));
+	    "size", files_size_json(b->disks, b->ndisks),
+	    "memory", b->memory != NULL);
+	if (b->memory != NULL)
+		json_object_set_new(o, "memory-size", json_integer(
+		    snap_memory_size(b->memory)));
+	return o;
 }
 
 static int
@@ -772,7 +918,7 @@ snap_tree_from_json(json_t *root, char **cause)
 	struct snap_tree	*t = snap_tree_new();
 	struct snapshot		*s, *parent;
 	struct branch		*b;
-	json_t			*snaps, *branches, *o, *disks, *p, *bases;
+	json_t			*snaps, *branches, *o, *disks, *p, *bases, *mo;
 	const char		*name, *desc, *state;
 	json_int_t		 created, version;
 	int			 attached, nattached = 0;
@@ -815,6 +961,9 @@ snap_tree_from_json(json_t *root, char **cause)
 		s->vm_state = xstrdup(state);
 		if (files_from_json(disks, &s->disks, &s->ndisks, &why) == -1)
 			goto fail;
+		if ((mo = json_object_get(o, "memory")) != NULL &&
+		    (s->memory = snap_memory_from_json(mo, &why)) == NULL)
+			goto fail;
 	}
 	json_array_foreach(branches, i, o) {
 		if (json_unpack(o, "{s:s, s:o, s:b, s:o}", "name", &name,
@@ -835,6 +984,9 @@ snap_tree_from_json(json_t *root, char **cause)
 		b->attached = attached;
 		nattached += attached;
 		if (files_from_json(disks, &b->disks, &b->ndisks, &why) == -1)
+			goto fail;
+		if ((mo = json_object_get(o, "memory")) != NULL &&
+		    (b->memory = snap_memory_from_json(mo, &why)) == NULL)
 			goto fail;
 	}
 	if (files_from_json(bases, &t->bases, &t->nbases, &why) == -1)

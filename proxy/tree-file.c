@@ -90,6 +90,26 @@ text_files(struct buf *b, const struct snap_file *f, size_t n)
 	ADD(b, "]");
 }
 
+static void
+text_memory(struct buf *b, const struct snap_memory *m)
+{
+	size_t	i;
+
+	if (m == NULL)
+		return;
+	STR(b, ", \"memory\": {", "state", m->state);
+	STR(b, ", ", "vm-state", m->vm_state);
+	ADD(b, ", \"ram\": [");
+	for (i = 0; i < m->nram; i++) {
+		if (i > 0)
+			ADD(b, ", ");
+		STR(b, "{", "backend", m->ram[i].backend);
+		STR(b, ", ", "file", m->ram[i].file);
+		ADD(b, "}");
+	}
+	ADD(b, "]}");
+}
+
 /* Written directly, not through jansson: ten times faster. */
 static void
 snap_line(struct buf *b, const struct snapshot *s)
@@ -106,6 +126,7 @@ snap_line(struct buf *b, const struct snapshot *s)
 	STR(b, ", ", "vm-state", s->vm_state);
 	ADD(b, ", \"disks\": ");
 	text_files(b, s->disks, s->ndisks);
+	text_memory(b, s->memory);
 	ADD(b, "}");
 }
 
@@ -119,6 +140,7 @@ branch_line(struct buf *b, const struct branch *br)
 	else
 		ADD(b, ", \"attached\": false, \"disks\": ");
 	text_files(b, br->disks, br->ndisks);
+	text_memory(b, br->memory);
 	ADD(b, "}");
 }
 

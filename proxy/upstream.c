@@ -47,6 +47,7 @@ static struct {
 	int			 waiting_logged;
 	int			 inherited;	/* --qemu-fd: no reconnect */
 	int			 was_ready;
+	pid_t			 pid;		/* QEMU's, 0 if not known */
 	void			(*down_cb)(void);
 } up = { .pending = TAILQ_HEAD_INITIALIZER(up.pending) };
 
@@ -181,13 +182,24 @@ upstream_connect(void)
 	upstream_open(fd);
 }
 
+/* The process at the other end of the QMP socket, or 0. */
+pid_t
+upstream_pid(void)
+{
+	return up.pid;
+}
+
 /* Starts the QMP session on a connected socket: the greeting is due. */
 static void
 upstream_open(int fd)
 {
 	struct timeval		 tv = { UP_GREETING_TIMEOUT, 0 };
+	struct ucred		 cred;
+	socklen_t		 len = sizeof cred;
 
 	log_debug("connected to %s, waiting for the greeting", up.path);
+	up.pid = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 ?
+	    cred.pid : 0;
 	up.conn = conn_new(fd, upstream_read_cb, upstream_error_cb, NULL,
 	    NULL);
 	/*
@@ -238,6 +250,8 @@ upstream_down(const char *reason)
 	up.fr = NULL;
 	up.state = UP_DOWN;
 	up.waiting_logged = 0;
+	up.pid = 0;
+	snap_memory_release();
 	if (up.timer == NULL)
 		return;			/* shutting down */
 	evtimer_del(up.timer);

@@ -341,9 +341,9 @@ def main(env):
        "create --disk vda=vm.mine (relative): the overlay is DIR/vm.mine")
 
     state = vm.state()
-    r = q("create", "--memory")
-    failed_with(r, 1, "create --memory (not supported yet by the proxy)",
-                "qbranch: .*memory", "memory")
+    r = q("create", "s1", "--memory")
+    failed_with(r, 1, "create --memory is passed on (and s1 is taken)",
+                "a snapshot named s1 exists already")
     r = q("create", "s9", "--exclude", "vda")
     failed_with(r, 1, "create --exclude", "before its first snapshot")
     r = q("create", "s9", "--disk", "vdz=" + env.path("x.img"))
@@ -451,9 +451,9 @@ def main(env):
     state = vm.state()
     failed_with(q("revert", "nope"), 1, "revert to an unknown snapshot",
                 "no snapshot named nope", "see 'qbranch list'")
-    failed_with(q("revert", "s1", "--save-memory"), 1,
-                "revert --save-memory (not supported yet by the proxy)",
-                "save-memory")
+    failed_with(q("revert", "s1", "--save-memory", "--discard"), 1,
+                "revert --save-memory --discard: contradictory",
+                "save-memory", "choose one")
     failed_with(q("revert", "s1", "--branch", "main"), 1,
                 "revert --branch with a name in use",
                 "a branch named main exists already", "qbranch branches")

@@ -233,6 +233,34 @@ test_with_qemu(const char *fmt, uint64_t size)
 	    "qemu-img check after the write: no errors");
 }
 
+/* A standalone image (a state image): no backing, checked by QEMU. */
+static void
+test_standalone(void)
+{
+	const char	*img = tool("QBRANCH_QEMU_IMG", "qemu-img");
+	const char	*io = tool("QBRANCH_QEMU_IO", "qemu-io");
+	unsigned char	*h;
+	size_t		 len;
+	uint64_t	 file_len;
+	char		*cause, path[256], out[8192];
+
+	ok(qcow2_overlay_build(MiB, NULL, NULL, &h, &len, &file_len,
+	    &cause) == 0, "standalone 1 MiB image builds");
+	ok(get(h + 8, 8) == 0 && get(h + 16, 4) == 0,
+	    "no backing file");
+	ok(get(h + 112, 4) == 0, "no extensions");
+	free(h);
+	snprintf(path, sizeof path, "%s/state", dir);
+	ok(write_overlay(path, MiB, NULL, NULL) == 0, "state image written");
+	ok(run(out, sizeof out, "%s check %s 2>&1", img, path) == 0,
+	    "qemu-img check: no errors (%s)", strtok(out, "\n"));
+	ok(run(out, sizeof out, "%s info --output=json %s 2>&1", img,
+	    path) == 0 && !has(out, "backing-filename") &&
+	    has(out, "\"virtual-size\": 1048576"), "info: 1 MiB, no backing");
+	ok(run(out, sizeof out, "%s -c 'read -P 0 0 1m' %s 2>&1", io,
+	    path) == 0 && !has(out, "verification failed"), "reads zeros");
+}
+
 int
 main(void)
 {
@@ -254,6 +282,7 @@ main(void)
 	test_with_qemu("raw", 64 * MiB);
 	test_with_qemu("qcow2", 5 * TiB);
 	test_with_qemu("qcow2", 64 * MiB + 512);
+	test_standalone();
 	run(NULL, 0, "rm -rf %s", dir);
 	return tap_done();
 }

@@ -64,6 +64,28 @@ nth_branch(struct snap_tree *t, unsigned int k)
 	return NULL;
 }
 
+/* A saved VM state, or none; with 0 to 2 copies of RAM files. */
+static struct snap_memory *
+random_memory(const char *name)
+{
+	struct snap_memory	*m;
+	size_t			 i;
+
+	if (rnd(3) == 0)
+		return NULL;
+	m = xcalloc(1, sizeof *m);
+	xasprintf(&m->state, "/state/memory/%s.state", name);
+	m->vm_state = xstrdup(rnd(2) ? "running" : "paused");
+	m->nram = rnd(3);
+	m->ram = xcalloc(m->nram, sizeof *m->ram);
+	for (i = 0; i < m->nram; i++) {
+		xasprintf(&m->ram[i].backend, "ram%zu", i);
+		xasprintf(&m->ram[i].file, "/state/memory/%s.ram%zu.ram", name,
+		    i);
+	}
+	return m;
+}
+
 /* One random change of the kinds operations make. */
 static void
 mutate(struct snap_tree *t, int *names)
@@ -84,6 +106,7 @@ mutate(struct snap_tree *t, int *names)
 		p = nth_snap(t, rnd(ns + 1));
 		s = snap_add(t, name, p);
 		set_disks(&s->disks, &s->ndisks, 1 + rnd(2), name);
+		s->memory = random_memory(name);
 		break;
 	case 2:
 		if ((s = nth_snap(t, rnd(ns + 1))) != NULL)
@@ -113,6 +136,13 @@ mutate(struct snap_tree *t, int *names)
 		a->attached = 0;
 		b->attached = 1;
 		set_disks(&b->disks, &b->ndisks, 2, b->name);
+		/* The branch left may keep its memory; b's is used up. */
+		if (a != b) {
+			snap_memory_free(a->memory);
+			a->memory = random_memory(a->name);
+			snap_memory_free(b->memory);
+			b->memory = NULL;
+		}
 		branch_touch(a);
 		branch_touch(b);
 		break;
@@ -213,6 +243,8 @@ test_random(unsigned int s0, int steps)
 		if (text == NULL || strcmp(text, rec) != 0) {
 			diag("seed %u step %d: %s", s0, step,
 			    cause ? cause : "the tree read back differs");
+			diag("got  %s", text ? text : "(null)");
+			diag("want %s", rec);
 			bad = 1;
 		}
 		free(rec);
