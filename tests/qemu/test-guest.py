@@ -68,6 +68,8 @@ def bios_checks(env, guest_dir):
     eq(g.command("ls"), "qbranch-ls b.2 hello", "ls lists both, sorted")
     ok(g.command("put .hidden x").startswith("qbranch-error "),
        "a name with a leading dot is refused")
+    eq(g.command("efiget x"), "qbranch-error not booted by UEFI",
+       "no UEFI variables under SeaBIOS")
     eq(g.command("mount vdb"), "qbranch-mounted vdb existing",
        "mount again: already there")
     ok(g.command("mount vda").startswith("qbranch-error "),
@@ -136,6 +138,14 @@ def uefi_checks(env, guest_dir, disks):
        "UEFI: with the file the first guest put")
     ok(g.wait_counter_above((g.last_counter() or 0) + 2, timeout=5),
        "UEFI: the counter runs")
+    eq(g.command("efiget qbvar"), "qbranch-missing qbvar",
+       "UEFI: a variable never set is missing")
+    eq(g.command("efiset qbvar some text"), "qbranch-efiset qbvar",
+       "UEFI: efiset qbvar")
+    eq(g.command("efiget qbvar"), "qbranch-efigot qbvar some text",
+       "UEFI: efiget gives it back")
+    ok(g.command("efiset qbvar again").startswith("qbranch-error "),
+       "UEFI: a variable that exists is not set again")
     # The reason qbranch exists: QEMU's own savevm will not have this VM.
     out = g.qmp.cmd("human-monitor-command",
                     {"command-line": "savevm x"}).get("return", "")
@@ -145,6 +155,9 @@ def uefi_checks(env, guest_dir, disks):
     ok(g.qemu.alive() and g.qmp.cmd("query-status")["return"].get(
         "running"), "UEFI: and the guest runs on")
     eq(g.quit(), 0, "UEFI: QEMU quits")
+    with open(g.vars_path, "rb") as f:
+        ok(b"some text" in f.read(), "UEFI: OVMF wrote the variable into "
+           "the VARS image")
 
 
 def main(env):

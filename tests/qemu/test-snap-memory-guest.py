@@ -13,9 +13,11 @@
 # restored guest then prints that value plus one (or plus two, if it was
 # in the middle of a line).
 
+import subprocess
+
 import qbtest
 import qbguest
-from qbtest import ok, eq, diag, skip, Disk, QBTestError
+from qbtest import ok, eq, diag, skip, Disk, QBTestError, CMD_TIMEOUT
 
 OP_TIMEOUT = 60         # saving or loading 256 MiB of RAM under TCG
 RUN_ON = 12             # counter ticks the guest runs before an operation
@@ -29,6 +31,25 @@ class Flash(Disk):
     @property
     def qdev(self):
         return qbguest.PFLASH_VARS_QDEV
+
+
+def store_image(env, c):
+    """What the variable store's device reads now, through NBD."""
+    out = env.path("vars-now.raw")
+    env.nbd_start(c)
+    env.export_add(c, env.root_node(c, "flash1"))
+    try:
+        r = subprocess.run([qbtest.QEMU_IMG, "convert", "-f", "raw", "-O",
+                            "raw", env.nbd_uri(), out],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=CMD_TIMEOUT)
+        if r.returncode != 0:
+            raise QBTestError("qemu-img convert: %s" % r.stdout.decode(
+                "utf-8", "replace"))
+    finally:
+        env.export_del(c)
+    with open(out, "rb") as f:
+        return f.read()
 
 
 class VM:
@@ -178,12 +199,16 @@ def memory_checks(env, guest_dir, ram_file):
 
 
 def uefi_checks(env, guest_dir):
-    """The variable store (pflash1) is a disk of the tree. Writes through
-    HMP qemu-io reach its image but not the flash device's own copy in
-    RAM, which QEMU writes back whole onto the image at the first run
-    after a snapshot-load (pflash's post-load update, as loadvm would):
-    after a revert with memory the store reads what the device held at
-    the snapshot, after one without memory what the image held."""
+    """The variable store (pflash1) is a disk of the tree. The guest sets
+    UEFI variables (OVMF writes them through the flash device onto the
+    store's image); a revert with memory brings back the guest's view and
+    the image both, and the frozen image stays as it was.
+
+    Writes through HMP qemu-io reach the image but not the flash device's
+    own copy in RAM, which QEMU writes back whole onto the image at the
+    first run after a snapshot-load (pflash's post-load update, as loadvm
+    would): after a revert with memory the store reads what the device
+    held at the snapshot, after one without memory what the image held."""
     why = qbguest.uefi_missing()
     if why:
         skip("memory snapshots of a UEFI VM", why)
@@ -198,13 +223,19 @@ def uefi_checks(env, guest_dir):
     # A block of the variable store that OVMF leaves 0xff.
     off, ln = 128 * 1024, 64 * 1024
 
+    eq(vm.cmd("efiset qbbefore made-before-u1"), "qbranch-efiset qbbefore",
+       "uefi: the guest sets a variable before u1")
     vm.run_on()
     c0 = vm.pause()
     vm.ret("qbranch-snapshot-create", {"name": "u1", "memory": True})
     vm.ret("cont")
+    eq(vm.cmd("efiset qbafter made-after-u1"), "qbranch-efiset qbafter",
+       "uefi: and one after u1")
+    ok(b"made-after-u1" in store_image(env, vm.c), "uefi: OVMF wrote it "
+       "onto the store's image")
     env.write(vm.c, "flash1", 0x5a, off, ln)
     env.expect_data(vm.c, "flash1", [(0x5a, off, ln)],
-                    "uefi: variables written after u1 read back")
+                    "uefi: a qemu-io write after u1 reads back")
     c1 = vm.run_on()
 
     vm.pause()
@@ -213,14 +244,30 @@ def uefi_checks(env, guest_dir):
     first = vm.resumed(mark, c0, "revert to u1")
     ok(first is not None and first < c1, "uefi: well below the counter "
        "before the revert (%d)" % c1)
+    eq(vm.cmd("efiget qbafter"), "qbranch-missing qbafter",
+       "uefi: revert to u1: the guest knows no variable set after u1")
+    eq(vm.cmd("efiget qbbefore"), "qbranch-efigot qbbefore made-before-u1",
+       "uefi: and has the one set before")
+    img = store_image(env, vm.c)
+    ok(b"made-before-u1" in img and b"made-after-u1" not in img,
+       "uefi: revert to u1: the store's image is u1's")
     env.expect_data(vm.c, "flash1", [(0xff, off, ln)],
-                    "uefi: revert to u1: the write after u1 is gone")
+                    "uefi: revert to u1: the qemu-io write after u1 is gone")
+    eq(vm.cmd("efiset qbnext made-on-the-new-branch"),
+       "qbranch-efiset qbnext", "uefi: the guest sets a variable on the "
+       "new branch")
+    ok(b"made-on-the-new-branch" in store_image(env, vm.c),
+       "uefi: onto the new branch's image")
+    with open(g.vars_path, "rb") as f:
+        frozen = f.read()
+    ok(b"made-before-u1" in frozen and b"made-after-u1" not in frozen and
+       b"made-on-the-new-branch" not in frozen, "uefi: the store's original "
+       "image, frozen by u1, holds u1's variables and nothing later")
 
     # Without memory: the image's own data, the device's copy aside.
     env.write(vm.c, "flash1", 0xa5, off, ln)
     vm.ret("qbranch-snapshot-create", {"name": "u2"})
     env.write(vm.c, "flash1", 0x5a, off, ln)
-    mark = g.mark()
     # Paused: OVMF would start on a store we scribbled on.
     vm.ret("qbranch-snapshot-revert", {"name": "u2", "state": "paused"})
     env.expect_data(vm.c, "flash1", [(0xa5, off, ln)],
