@@ -187,7 +187,7 @@ class Guest:
             # OVMF takes about as long again as the kernel.
             limit = KVM_BOOT_TIMEOUT * (2 if self.uefi else 1)
         self._cont()
-        if self._wait_ready(limit):
+        if self.wait_ready(limit):
             if self.kvm:
                 _kvm_boots = True
             return self.boot_seconds
@@ -200,7 +200,7 @@ class Guest:
             self.accel = ("tcg",)
             self.start()
             self._cont()
-            if self._wait_ready(tcg_limit):
+            if self.wait_ready(tcg_limit):
                 return self.boot_seconds
         raise QBTestError("the guest did not reach 'qbranch-guest ready' "
                           "(%s):\n%s" % ("KVM" if self.kvm else "TCG",
@@ -212,7 +212,9 @@ class Guest:
             raise QBTestError("cont: %r" % r.raw)
         self._started = time.monotonic()
 
-    def _wait_ready(self, timeout):
+    def wait_ready(self, timeout=TCG_BOOT_TIMEOUT):
+        """Wait for "qbranch-guest ready" (once "cont" has been sent);
+        False on timeout or if QEMU exited."""
         if qbtest.wait_for(lambda: self.ready_count() > 0 or
                            not self.qemu.alive(), timeout=timeout,
                            step=0.05) and self.qemu.alive():
