@@ -223,12 +223,15 @@ class _Proc:
 
 
 class Qemu(_Proc):
-    def __init__(self, env, sock, direct, more, extra, name):
+    def __init__(self, env, sock, direct, more, extra, name,
+                 accel=("kvm", "tcg")):
         self.sock = sock
         self.direct = direct
         self.more = list(more)
-        argv = [QEMU, "-accel", "kvm", "-accel", "tcg", "-nodefaults",
-                "-display", "none", "-m", "64", "-S"]
+        argv = [QEMU]
+        for a in accel:
+            argv += ["-accel", a]
+        argv += ["-nodefaults", "-display", "none", "-m", "64", "-S"]
         for p in [sock, direct] + self.more:
             if p:
                 argv += ["-qmp", "unix:%s,server=on,wait=off" % p]
@@ -360,18 +363,21 @@ class Env:
         return args
 
     def start_qemu(self, sock="qemu.sock", direct="direct.sock", more=(),
-                   extra=(), wait=True, name=None, disks=()):
+                   extra=(), wait=True, name=None, disks=(),
+                   accel=("kvm", "tcg")):
         """Start QEMU with QMP monitors on sock (for the proxy), direct
         (for the test itself) and each of `more` (for further proxies).
         disks: Disk objects (or device ids, meaning Disk(id)) to attach;
         their images are created in the test directory unless they exist.
-        They are remembered in self.disks for write()/check()."""
+        They are remembered in self.disks for write()/check().
+        accel: the accelerators to try, in order."""
         if name is None:
             name = "qemu%d" % sum(isinstance(p, Qemu) for p in self._procs)
         disk_args = self._attach_disks(disks)
         q = Qemu(self, self.path(sock),
                  self.path(direct) if direct else None,
-                 [self.path(m) for m in more], disk_args + list(extra), name)
+                 [self.path(m) for m in more], disk_args + list(extra), name,
+                 accel)
         q.disks = [self.disks[d if isinstance(d, str) else d.id]
                    for d in disks]
         if wait:
