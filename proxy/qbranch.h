@@ -603,6 +603,7 @@ struct op {
 	int		 job_tolerate;	/* a job's error goes to job_error */
 	json_t		*sync_first;	/* files to sync before the commit */
 	json_t		*mem_files;	/* every saved state's, before */
+	struct timespec	 mark;		/* op_mark() */
 };
 
 struct snap_state {
@@ -652,6 +653,7 @@ void		 op_job(struct op *, const char *, json_t *);
 void		 op_undo_call(struct op *, const char *, json_t *);
 void		 op_undo_unlink(struct op *, const char *);
 void		 op_paths_alloc(struct op *, size_t);
+void		 op_mark(struct op *, const char *);
 void		 op_io(struct op *, char *(*)(struct op_io *),
 		    void (*)(struct op_io *), void *);
 void		 op_io_wait(struct op *);

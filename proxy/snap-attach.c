@@ -92,6 +92,7 @@ attach_step(struct op *op, json_t *ret)
 		return;
 	case 3:
 		op->astage = 4;
+		op_mark(op, "prepare");
 		if (op->was_running) {
 			op_undo_call(op, "cont", NULL);
 			op_call(op, "stop", NULL);
@@ -100,12 +101,15 @@ attach_step(struct op *op, json_t *ret)
 		/* FALLTHROUGH */
 	case 4:
 		op->astage = 10;
+		op_mark(op, "stop");
 		if (op->mem_save != NULL) {
 			op_memory_save(op, op->mem_save);
 			return;
 		}
 		/* FALLTHROUGH */
 	case 10:
+		if (op->mem_save != NULL)
+			op_mark(op, "save");
 		actions = json_array();
 		for (i = 0; i < op->npaths; i++) {
 			d = op_disk(op, op->devs[i]);
@@ -142,6 +146,7 @@ attach_step(struct op *op, json_t *ret)
 	case 6:
 		op->astage = 11;
 		op->i = 0;
+		op_mark(op, "switch");
 		if (op->mem_load != NULL) {
 			op_memory_load(op, op->mem_load);
 			return;
@@ -149,6 +154,8 @@ attach_step(struct op *op, json_t *ret)
 		/* FALLTHROUGH */
 	case 11:
 		op->astage = 7;
+		if (op->mem_load != NULL)
+			op_mark(op, "state-closed");
 		if (op->mem_load != NULL && op->job_error != NULL &&
 		    op->commit_error == NULL)
 			xasprintf(&op->commit_error, "its memory could not be "
@@ -162,16 +169,19 @@ attach_step(struct op *op, json_t *ret)
 	case 7:
 		/* The tops left behind, and what only they used, close. */
 		op->astage = 8;
+		op_mark(op, "reset");
 		op_close_unused(op);
 		return;
 	case 8:
 		op->astage = 9;
+		op_mark(op, "close");
 		if (op->run_after) {
 			op_call(op, "cont", NULL);
 			return;
 		}
 		/* FALLTHROUGH */
 	case 9:
+		op_mark(op, "cont");
 		/* Once the tree file is in place. */
 		op->step = op->attach_resume;
 		op_io_wait(op);

@@ -941,6 +941,7 @@ state_step(struct op *op, json_t *ret)
 
 	switch (op->mstage) {
 	case STATE_COPIED:
+		op_mark(op, "ram");
 		op->mstage = STATE_RAN;
 		if (op->job_error == NULL) {
 			op_node_name(m->state, node, sizeof node);
@@ -953,6 +954,7 @@ state_step(struct op *op, json_t *ret)
 		}
 		/* FALLTHROUGH */
 	case STATE_RAN:
+		op_mark(op, "device-state");
 		op->mstage = STATE_CLOSED;
 		if (!op->mem_loading && op->mem_load != NULL) {
 			/* The load comes next, and closes both. */

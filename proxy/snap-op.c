@@ -100,6 +100,7 @@ op_new(struct client *c, json_t *args, const char *id, size_t idlen,
 	op->args = json_incref(args);
 	op->step = step;
 	op->undo = json_array();
+	clock_gettime(CLOCK_MONOTONIC, &op->mark);
 	snap.op = op;
 	c->flags |= CLIENT_BUSY;
 	client_recheck(c);
@@ -368,6 +369,21 @@ op_io_wait(struct op *op)
 		return;
 	}
 	op->step(op, NULL);
+}
+
+/*
+ * Logs (-v) how long the operation took since its last mark: where the
+ * time of a revert goes, for scripts/bench.
+ */
+void
+op_mark(struct op *op, const char *what)
+{
+	struct timespec	now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	log_debug("timing: %s %.2f ms", what, (now.tv_sec -
+	    op->mark.tv_sec) * 1e3 + (now.tv_nsec - op->mark.tv_nsec) / 1e6);
+	op->mark = now;
 }
 
 /* Makes room for n new images: paths, backings and devices. */
