@@ -158,6 +158,8 @@ create_exec(struct cli *cli, int argc, char **argv)
 	args = NULL;
 	if (rv == EXIT_OK && !json) {
 		printf("snapshot %s created", query_str(ret, "name"));
+		if (json_is_true(json_object_get(ret, "memory")))
+			printf(" with memory");
 		if (json_is_string(json_object_get(ret, "parent")))
 			printf(" (child of %s)", query_str(ret, "parent"));
 		printf("\n");
