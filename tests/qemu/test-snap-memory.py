@@ -3,7 +3,9 @@
 # (a 32-bit counter at COUNTER, incremented in a loop), so the value read
 # with pmemsave while the VM is paused says exactly which moment the guest
 # is at. Checked on both paths: RAM as a shared file (copied by qbranchd)
-# and RAM that QEMU saves itself; then what must be refused or undone.
+# and RAM that QEMU saves itself, with a qcow2 disk and a raw data disk
+# (QEMU's own savevm refuses the latter); then what must be refused or
+# undone.
 
 import os
 import struct
@@ -61,12 +63,14 @@ def paths_checks(env, shared):
     label = "shared RAM file" if shared else "RAM saved by QEMU"
     fw = counting_firmware(env.path("count.bin"))
     kind = "shared" if shared else "plain"
-    vm = SnapVM(env, disks=[Disk("vda", image="%s.qcow2" % kind)],
+    vm = SnapVM(env, disks=[Disk("vda", image="%s.qcow2" % kind),
+                            Disk("vdb", fmt="raw", image="%s-data.img" % kind)],
                 state_dir="state-" + kind,
                 qemu_extra=["-bios", fw, "-m", "%d" % RAM_MIB] +
                 ram_args(env, shared))
     pid = vm.qemu.proc.pid
     vm.write(0xa1, 0)
+    vm.write(0xa2, 0, dev="vdb")
     c0 = run_a_while(vm)
     ok(c0 > 0, "%s: the firmware counts in RAM (%d)" % (label, c0))
 
@@ -84,6 +88,7 @@ def paths_checks(env, shared):
        "%s: a snapshot without memory says so" % label, repr(disk_only))
 
     vm.write(0xb2, 0)
+    vm.write(0xb3, 0, dev="vdb")
     c1 = run_a_while(vm)
     ok(c1 > c0, "%s: the guest ran on (%d > %d)" % (label, c1, c0))
     vm.revert("m1")
@@ -91,7 +96,8 @@ def paths_checks(env, shared):
        "it stood" % label)
     eq(vm.status().get("status"), "paused", "%s: revert ends in m1's "
        "recorded state, paused" % label)
-    vm.check_data("%s: revert to m1: m1's disk data" % label)
+    vm.check_data("%s: revert to m1: m1's disk data, the raw data disk's "
+                  "too" % label)
     ok(vm.qemu.alive() and vm.qemu.proc.pid == pid,
        "%s: the same QEMU process (pid %d)" % (label, pid))
 
