@@ -443,6 +443,7 @@ struct pending {
 	TAILQ_ENTRY(pending)	 client_entry;	/* client's queue */
 };
 int		 upstream_is_ready(void);
+int		 upstream_connected(void);
 const char	*upstream_greeting(size_t *);
 int		 upstream_has_oob(void);
 pid_t		 upstream_pid(void);
@@ -617,6 +618,7 @@ struct snap_state {
 	char			*broken;	/* why the tree is unusable */
 	struct op		*op;		/* the one running */
 	int			 reconciling;	/* clients wait for it */
+	int			 reconcile_due;	/* once the operation ends */
 	int			 broken_by_vm;	/* not by the tree file */
 };
 extern struct snap_state snap;

@@ -371,7 +371,17 @@ snap_upstream_ready(void)
 		snap.broken = NULL;
 		snap.broken_by_vm = 0;
 	}
-	if (snap.tree == NULL || snap.op != NULL) {
+	if (snap.tree != NULL && snap.op != NULL) {
+		/*
+		 * The operation the last QEMU cut short ends first: its tree
+		 * write may still be under way, and the disks are checked
+		 * against that tree. Clients wait meanwhile (op_finish()).
+		 */
+		snap.reconciling = 1;
+		snap.reconcile_due = 1;
+		return;
+	}
+	if (snap.tree == NULL) {
 		client_upstream_ready();
 		return;
 	}

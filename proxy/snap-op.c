@@ -176,6 +176,13 @@ op_finish(struct op *op)
 	free(op->backings);
 	free(op->devs);
 	free(op);
+	/* A new QEMU came while it ran: its disks are checked now. */
+	if (snap.reconcile_due) {
+		snap.reconcile_due = 0;
+		snap.reconciling = 0;
+		if (upstream_connected())
+			snap_upstream_ready();
+	}
 }
 
 /* Ends an operation with its result (stolen) as the reply. */

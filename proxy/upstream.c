@@ -66,6 +66,13 @@ upstream_is_ready(void)
 	    !launch_holding();
 }
 
+/* Whether QEMU is there, greeted, whatever the snapshot tree is doing. */
+int
+upstream_connected(void)
+{
+	return up.state == UP_READY;
+}
+
 /* QEMU's greeting, as it sent it. */
 const char *
 upstream_greeting(size_t *len)

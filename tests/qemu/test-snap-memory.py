@@ -10,6 +10,7 @@
 import os
 import struct
 import subprocess
+import time
 
 import qbtest
 from qbtest import ok, eq, Disk, MiB, SnapVM, CMD_TIMEOUT
@@ -230,6 +231,8 @@ def full_disk_checks(env):
         eq(qbtest.read_tree(vm.state_dir), tree, "and so is its file")
         eq(memory_files(vm), [], "no saved state left behind")
         vm.check_everything("full state directory: data intact")
+        vm.proxy.stop()
+        vm.qemu.stop()
     finally:
         subprocess.run(["umount", "-l", state], capture_output=True)
 
@@ -250,6 +253,63 @@ def let_go_checks(env, vm):
         ok(ram not in f.read(), "once QEMU is gone, qbranchd lets it go")
 
 
+def qemu_dies_checks(env):
+    """QEMU is killed while a snapshot with memory is being taken, at a few
+    moments: qbranchd runs on, and once a QEMU is back on the same disks and
+    RAM file, each snapshot is in the tree with its files or not at all,
+    and memory checkpoints work again."""
+    fw = counting_firmware(env.path("count3.bin"))
+    ram = env.path("guest3.ram")
+    extra = ["-bios", fw, "-m", "512", "-object", "memory-backend-file,"
+             "id=ram2,size=512M,mem-path=%s,share=on" % ram,
+             "-machine", "memory-backend=ram2"]
+    vm = SnapVM(env, disks=[Disk("vdc")], state_dir="state-dies",
+                qemu_extra=extra)
+    with open(ram, "r+b") as f:
+        f.seek(64 * MiB)
+        f.write(os.urandom(MiB) * 384)
+    for k, delay in enumerate((0.005, 0.02, 0.05, 0.1, 0.4, 1.0)):
+        name = "gone%d" % k
+        vm.c.send_json(qbtest.QMP.command("qbranch-snapshot-create",
+                                          {"name": name, "memory": True},
+                                          id="x"))
+        time.sleep(delay)
+        vm.qemu.kill()
+        vm.qemu.wait(CMD_TIMEOUT)
+        try:
+            got = [m for m in vm.c.recv_until_eof(timeout=CMD_TIMEOUT)
+                   if m.get("id") == "x"]
+        except qbtest.QBTestError:
+            got = []
+        ok(vm.proxy.alive(), "QEMU killed %d ms into a save: qbranchd runs "
+           "on" % (delay * 1000))
+        vm.qemu = env.start_qemu(disks=vm.disk_specs, extra=extra)
+        vm.c = vm.proxy.client(negotiate=True, timeout=15)
+        vm.c.timeout = CMD_TIMEOUT
+        # Once qbranchd has put the disk back on its branch, cont works.
+        qbtest.wait_for(lambda: "error" not in vm.cmd("cont"),
+                        timeout=CMD_TIMEOUT, step=0.1)
+        top = [b for b in vm.query_branches() if b["attached"]][0]
+        ok(vm.running() and vm.chain("vdc")[0] == top["disks"][0]["file"],
+           "a QEMU started again runs on the tree's branch",
+           repr(vm.chain("vdc")), repr(top))
+        snap = {x["name"]: x for x in vm.query_snapshots().get(
+            "snapshots", [])}.get(name)
+        files = [f for f in state_files(vm) if "snapshot-%s." % name in f]
+        qbtest.diag("%s: %s; the reply: %s" % (
+            name, "taken" if snap else "not taken", got[0] if got else "none"))
+        ok(snap is None or (snap.get("memory") and len(files) == 2),
+           "%s is in the tree with its state files, or not at all" % name,
+           repr(snap), repr(files))
+    vm.create("again", memory=True)
+    vm.revert("again")
+    ok(vm.running(), "memory checkpoints work again")
+
+
+def state_files(vm):
+    return [os.path.join(vm.state_dir, "memory", f) for f in memory_files(vm)]
+
+
 def main(env):
     vm = paths_checks(env, shared=True)
     fast_path_checks(env, vm)
@@ -259,6 +319,7 @@ def main(env):
     vm.proxy.stop()
     vm.qemu.stop()
     full_disk_checks(env)
+    qemu_dies_checks(env)
 
 
 qbtest.run(main, timeout=120)
