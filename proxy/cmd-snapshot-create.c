@@ -35,7 +35,8 @@ create_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 	const char	*name;
 	char		*cause;
 
-	if (cmd_check_args(args, create_args, &cause) == -1) {
+	if (cmd_check_args(args, create_args, &cause) == -1 ||
+	    cmd_check_state_dir(args, "memory", &cause) == -1) {
 		cmd_refuse(c, cause, id, idlen);
 		return;
 	}
@@ -44,13 +45,6 @@ create_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 		client_send_error(c, "GenericError", "invalid snapshot name: "
 		    "use a letter or digit, then letters, digits and . _ + -, "
 		    "at most 64 characters", id, idlen);
-		return;
-	}
-	if (json_is_true(json_object_get(args, "memory")) &&
-	    opts.state_dir == NULL) {
-		client_send_error(c, "GenericError", "a snapshot with memory "
-		    "needs qbranchd's --state-dir, where the VM state is kept",
-		    id, idlen);
 		return;
 	}
 	if ((op = op_new(c, args, id, idlen, create_step)) == NULL)

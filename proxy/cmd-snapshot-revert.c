@@ -61,7 +61,8 @@ revert_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 	int		 run;
 
 	if (cmd_check_args(args, revert_args, &cause) == -1 ||
-	    cmd_run_state(args, &run, 0, &cause) == -1) {
+	    cmd_run_state(args, &run, 0, &cause) == -1 ||
+	    cmd_check_state_dir(args, "save-memory", &cause) == -1) {
 		cmd_refuse(c, cause, id, idlen);
 		return;
 	}
@@ -77,13 +78,6 @@ revert_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 		client_send_error(c, "GenericError", "'save-memory' keeps the "
 		    "memory of the branch being left and 'discard' removes "
 		    "that branch: choose one", id, idlen);
-		return;
-	}
-	if (json_is_true(json_object_get(args, "save-memory")) &&
-	    opts.state_dir == NULL) {
-		client_send_error(c, "GenericError", "'save-memory' needs "
-		    "qbranchd's --state-dir, where the VM state is kept", id,
-		    idlen);
 		return;
 	}
 	if ((op = op_new(c, args, id, idlen, revert_step)) == NULL)

@@ -32,6 +32,20 @@ cmd_refuse(struct client *c, char *cause, const char *id, size_t idlen)
 }
 
 /*
+ * Saved VM states live in the state directory: a request whose flag key
+ * asks for one is refused without it. Returns -1 with an allocated *cause.
+ */
+int
+cmd_check_state_dir(json_t *args, const char *key, char **cause)
+{
+	if (!json_is_true(json_object_get(args, key)) || opts.state_dir != NULL)
+		return 0;
+	xasprintf(cause, "'%s' needs qbranchd's --state-dir, where the VM "
+	    "state is kept", key);
+	return -1;
+}
+
+/*
  * Checks arguments against a spec the way QEMU's input visitor does, with
  * its texts. Returns -1 with an allocated *cause.
  */

@@ -475,6 +475,7 @@ struct arg_spec {
 	char		 type;			/* s b a i */
 	int		 required;
 };
+int		 cmd_check_state_dir(json_t *, const char *, char **);
 int		 cmd_check_args(json_t *, const struct arg_spec *, char **);
 void		 cmd_refuse(struct client *, char *, const char *, size_t);
 const char	*cmd_list_json(void);

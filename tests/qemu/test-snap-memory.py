@@ -306,6 +306,32 @@ def qemu_dies_checks(env):
     ok(vm.running(), "memory checkpoints work again")
 
 
+def no_state_dir_checks(env):
+    """Without --state-dir there is nowhere to keep a VM state: refused
+    before anything happens."""
+    q = env.start_qemu(sock="bare-qemu.sock", direct=None,
+                       disks=[Disk("vde")], name="bare-qemu")
+    p = env.start_proxy(qemu_sock="bare-qemu.sock", listen=("bare.sock",),
+                        name="bare-proxy")
+    c = p.client(negotiate=True)
+    for cmd, args, key in (
+            ("qbranch-snapshot-create", {"memory": True}, "memory"),
+            ("qbranch-snapshot-revert", {"name": "x", "save-memory": True},
+             "save-memory"),
+            ("qbranch-branch-switch", {"branch": "x", "save-memory": True},
+             "save-memory")):
+        c.send_json(qbtest.QMP.command(cmd, args, id=1))
+        r = c.recv_reply()
+        ok(r.err_class == "GenericError" and "'%s' needs qbranchd's "
+           "--state-dir" % key in r.err_desc, "no --state-dir: %s with %s "
+           "is refused" % (cmd, key), r.err_desc)
+    c.send_json(qbtest.QMP.command("qbranch-query-snapshots", id=2))
+    eq(c.recv_reply().get("return", {}).get("snapshots"), [],
+       "and nothing was taken")
+    p.stop()
+    q.stop()
+
+
 def state_files(vm):
     return [os.path.join(vm.state_dir, "memory", f) for f in memory_files(vm)]
 
@@ -320,6 +346,7 @@ def main(env):
     vm.qemu.stop()
     full_disk_checks(env)
     qemu_dies_checks(env)
+    no_state_dir_checks(env)
 
 
 qbtest.run(main, timeout=120)
