@@ -597,6 +597,7 @@ struct op {
 	/* a VM state saved or loaded (snap-memory.c) */
 	int		 mstage;
 	int		 mem_loading;
+	int		 mem_checking;	/* other mappers looked for anew */
 	json_t		*memdevs;	/* query-memdev */
 	void		(*mem_resume)(struct op *, json_t *);
 	struct snap_memory *mem;	/* the one at hand */

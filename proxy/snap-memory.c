@@ -286,6 +286,18 @@ probe_work(struct op_io *io)
 	return error;
 }
 
+/* A probe's wanted files, closed, and the probe. */
+static void
+probe_free(struct ram_probe *p)
+{
+	size_t	i;
+
+	for (i = 0; i < p->n; i++)
+		ram_live_close(&p->want[i]);
+	free(p->want);
+	free(p);
+}
+
 static void
 probe_done(struct op_io *io)
 {
@@ -296,24 +308,23 @@ probe_done(struct op_io *io)
 	for (i = 0; i < p->nhad; i++)
 		ram_live_close(&p->had[i]);
 	free(p->had);
-	if (io->error != NULL || p->plain != NULL) {
-		for (i = 0; i < p->n; i++)
-			ram_live_close(&p->want[i]);
-		free(p->want);
-		if (io->error != NULL && op->io_error == NULL) {
-			op->io_error = io->error;
-			io->error = NULL;
-		} else if (p->plain != NULL)
-			plain_path(p->plain);
-	} else {
+	p->nhad = 0;
+	if (io->error != NULL && op->io_error == NULL) {
+		op->io_error = io->error;
+		io->error = NULL;
+	} else if (p->plain != NULL)
+		plain_path(p->plain);
+	else if (io->error == NULL) {
 		live.ram = p->want;
 		live.nram = p->n;
 		live.fast = 1;
 		free(live.why_not);
 		live.why_not = NULL;
+		p->want = NULL;
+		p->n = 0;
 	}
 	free(p->plain);
-	free(p);
+	probe_free(p);
 	io->data = NULL;
 }
 
@@ -329,7 +340,8 @@ op_memory_probe(struct op *op, int checking)
 {
 	op->mem_resume = op->step;
 	op->step = probe_step;
-	op->mstage = checking ? 10 : 0;
+	op->mstage = 0;
+	op->mem_checking = checking;
 	op_call(op, "query-memdev", NULL);
 }
 
@@ -341,7 +353,7 @@ probe_step(struct op *op, json_t *ret)
 	const char		*id, *path;
 	size_t			 i, n = 0;
 
-	switch (op->mstage % 10) {
+	switch (op->mstage) {
 	case 0:
 		calls = json_array();
 		json_array_foreach(ret, i, m) {
@@ -353,12 +365,11 @@ probe_step(struct op *op, json_t *ret)
 				plain_path("a shared memory backend has no id");
 				goto resume;
 			}
-			json_array_append_new(calls, json_pack("{s:s, s:{s:s, "
+			json_array_append_new(calls, json_pack("{s:s, s:{s:o, "
 			    "s:s}}", "execute", "qom-get", "arguments", "path",
-			    "", "property", "mem-path"));
-			json_object_set_new(json_object_get(json_array_get(
-			    calls, n++), "arguments"), "path",
-			    json_sprintf("/objects/%s", id));
+			    json_sprintf("/objects/%s", id), "property",
+			    "mem-path"));
+			n++;
 		}
 		if (n == 0) {
 			json_decref(calls);
@@ -382,12 +393,10 @@ probe_step(struct op *op, json_t *ret)
 			path = json_string_value(json_object_get(
 			    json_array_get(ret, n), "return"));
 			if (path == NULL || path[0] != '/') {
+				p->n = n;
+				probe_free(p);
 				plain_path("a shared memory backend is not a "
 				    "file (memory-backend-memfd?)");
-				for (i = 0; i < n; i++)
-					ram_live_close(&p->want[i]);
-				free(p->want);
-				free(p);
 				goto resume;
 			}
 			p->want[n].backend = xstrdup(json_string_value(
@@ -400,15 +409,12 @@ probe_step(struct op *op, json_t *ret)
 		}
 		p->n = n;
 		if ((p->qemu = upstream_pid()) <= 0) {
-			for (i = 0; i < n; i++)
-				ram_live_close(&p->want[i]);
-			free(p->want);
-			free(p);
+			probe_free(p);
 			plain_path("QEMU's process is not known (its socket "
 			    "does not say)");
 			goto resume;
 		}
-		p->checking = op->mstage >= 10;
+		p->checking = op->mem_checking;
 		/* Open ones are reused: their pages stay mapped. */
 		p->had = live.ram;
 		p->nhad = live.nram;
