@@ -152,6 +152,24 @@ def paths_checks(env, shared):
     vm.revert("m1")
     eq(counter(vm), c0, "%s: after a qbranchd restart, m1 still loads" %
        label)
+
+    # A rename keeps the saved state; every delete mode removes the saved
+    # states of what leaves the tree (they are qbranch's own files).
+    vm.edit("m1", **{"new-name": "m1r"})
+    vm.revert("m1r")
+    eq(counter(vm), c0, "%s: renamed m1r still loads m1's RAM" % label)
+    vm.create("k1", memory=True)
+    vm.create("k2", memory=True)
+    vm.revert("m1r")
+    vm.delete("k1", mode="children")
+    eq([f for f in memory_files(vm) if f.startswith(("snapshot-k1.",
+                                                      "snapshot-k2."))],
+       [], "%s: delete with children removes their saved states" % label)
+    vm.create("k3", memory=True)
+    vm.delete("k3", mode="metadata-only")
+    eq([f for f in memory_files(vm) if f.startswith("snapshot-k3.")], [],
+       "%s: so does a metadata-only delete" % label)
+    vm.check_everything("%s: after the deletes" % label)
     return vm
 
 
