@@ -32,6 +32,7 @@ static void	client_drain_cb(struct conn *, void *);
 static void	client_free_cb(int, short, void *);
 static void	client_process(struct client *);
 static void	client_greet(struct client *);
+static void	client_peer(struct client *, int);
 
 /* Starts a session on an accepted socket. */
 void
@@ -47,6 +48,7 @@ client_accept(int fd, struct listener *l)
 	c->conn = conn_new(fd, client_read_cb, client_error_cb,
 	    client_drain_cb, c);
 	c->state = CLIENT_WAITING;
+	client_peer(c, fd);
 	TAILQ_INSERT_TAIL(&clients, c, entry);
 	nclients++;
 	log_debug("client %u: connected on %s", c->id, l->path);
@@ -54,6 +56,24 @@ client_accept(int fd, struct listener *l)
 		client_greet(c);
 	else
 		conn_read_enable(c->conn, 0);
+}
+
+/* Who is at the other end, for the rules and the audit log. */
+static void
+client_peer(struct client *c, int fd)
+{
+	struct ucred	cred;
+	socklen_t	len = sizeof cred;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+		c->uid = cred.uid;
+		c->gid = cred.gid;
+		c->pid = cred.pid;
+	} else {
+		/* Not a local socket: nobody in particular. */
+		c->uid = c->gid = (unsigned)-1;
+		c->pid = 0;
+	}
 }
 
 static void
@@ -135,6 +155,8 @@ client_free(struct client *c)
 	struct pending	*p;
 
 	snap_client_gone(c);
+	if (c->hook != NULL)
+		c->hook->free(c->hook);
 	while ((p = TAILQ_FIRST(&c->replies)) != NULL) {
 		TAILQ_REMOVE(&c->replies, p, client_entry);
 		pending_free(p);
@@ -249,13 +271,20 @@ client_send_error(struct client *c, const char *class, const char *desc,
 
 /*
  * A reply made by the proxy (it takes the string): sent now if QEMU owes the
- * client nothing, else queued behind what it owes.
+ * client nothing, else queued behind what it owes. A translation waiting
+ * for the reply (c->hook) takes it instead, once.
  */
 void
 client_reply_local(struct client *c, char *reply)
 {
-	struct pending	*p;
+	struct pending		*p;
+	struct reply_hook	*hook;
 
+	if ((hook = c->hook) != NULL) {
+		c->hook = NULL;
+		hook->take(c, reply, hook);
+		return;
+	}
 	if (TAILQ_EMPTY(&c->replies)) {
 		client_send(c, reply, strlen(reply));
 		free(reply);

@@ -33,7 +33,7 @@ switch_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 	int		 run;
 
 	if (cmd_check_args(args, switch_args, &cause) == -1 ||
-	    cmd_run_state(args, &run, 0, &cause) == -1 ||
+	    cmd_run_state(args, &run, 0, 0, &cause) == -1 ||
 	    cmd_check_state_dir(args, "save-memory", &cause) == -1) {
 		cmd_refuse(c, cause, id, idlen);
 		return;

@@ -31,22 +31,29 @@ static const struct arg_spec revert_args[] = {
 	{ NULL, 0, 0 }
 };
 
-/* Checks "state"; returns -1 with *cause when it is not a known one. */
+/*
+ * The run state wanted at the end: "state" if given ("current" keeps the
+ * one before), else the recorded one. Returns -1 with *cause when it is
+ * not a known one.
+ */
 int
-cmd_run_state(json_t *args, int *run, int was_running, char **cause)
+cmd_run_state(json_t *args, int *run, int recorded, int current,
+    char **cause)
 {
 	const char	*state;
 
 	state = json_string_value(json_object_get(args, "state"));
 	if (state == NULL)
-		*run = was_running;
+		*run = recorded;
+	else if (strcmp(state, "current") == 0)
+		*run = current;
 	else if (strcmp(state, "running") == 0)
 		*run = 1;
 	else if (strcmp(state, "paused") == 0)
 		*run = 0;
 	else {
 		xasprintf(cause, "Parameter 'state' does not accept value "
-		    "'%s' (running or paused)", state);
+		    "'%s' (running, paused or current)", state);
 		return -1;
 	}
 	return 0;
@@ -61,7 +68,7 @@ revert_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 	int		 run;
 
 	if (cmd_check_args(args, revert_args, &cause) == -1 ||
-	    cmd_run_state(args, &run, 0, &cause) == -1 ||
+	    cmd_run_state(args, &run, 0, 0, &cause) == -1 ||
 	    cmd_check_state_dir(args, "save-memory", &cause) == -1) {
 		cmd_refuse(c, cause, id, idlen);
 		return;

@@ -139,8 +139,28 @@ cmd_find(const char *name)
 	return NULL;
 }
 
-/* Parses the arguments of a command the proxy runs itself (new reference). */
-static json_t *
+int
+cmd_is_own(const char *name)
+{
+	return cmd_find(name) != NULL;
+}
+
+/*
+ * Runs one of the proxy's own commands for a translation: its reply goes
+ * through client_reply_local(), where the translation's hook takes it.
+ */
+void
+cmd_run(struct client *c, const char *name, json_t *args)
+{
+	const struct cmd_entry	*ce;
+
+	if ((ce = cmd_find(name)) == NULL)
+		fatalx("cmd_run: no command %s", name);
+	ce->exec(c, args, NULL, 0);
+}
+
+/* Parses a request's arguments (new reference; NULL if unreadable). */
+json_t *
 cmd_arguments(struct client *c, const struct qmp_msg *msg,
     const struct qmp_request *req)
 {
@@ -162,13 +182,10 @@ cmd_arguments(struct client *c, const struct qmp_msg *msg,
 	return args;
 }
 
-/*
- * Runs or forwards a request whose shape request_parse() accepted, and
- * consumes its bytes from the client's input.
- */
-void
-cmd_dispatch(struct client *c, const struct qmp_msg *msg,
-    const struct qmp_request *req)
+/* Answers a request here, and consumes its bytes from the input. */
+static void
+cmd_answer(struct client *c, const struct qmp_msg *msg,
+    const struct qmp_request *req, json_t *given)
 {
 	const struct cmd_entry	*ce;
 	json_t			*args = NULL;
@@ -176,11 +193,6 @@ cmd_dispatch(struct client *c, const struct qmp_msg *msg,
 	size_t			 idlen = 0;
 
 	ce = cmd_find(req->name);
-	if (c->state == CLIENT_COMMAND && ce == NULL &&
-	    !snap_op_blocks(req->name)) {
-		upstream_forward(c, msg, req);
-		return;
-	}
 	if (req->id != NULL)
 		id = client_copy_id(c, msg, req->id, &idlen);
 	if (c->state == CLIENT_COMMAND && ce == NULL) {
@@ -202,7 +214,9 @@ cmd_dispatch(struct client *c, const struct qmp_msg *msg,
 		client_send_error(c, "GenericError", desc, id, idlen);
 		goto out;
 	}
-	if ((args = cmd_arguments(c, msg, req)) == NULL) {
+	if (given != NULL)
+		args = json_incref(given);
+	else if ((args = cmd_arguments(c, msg, req)) == NULL) {
 		client_send_error(c, "GenericError",
 		    "Invalid parameter value in 'arguments'", id, idlen);
 		goto out;
@@ -214,4 +228,40 @@ out:
 	free(id);
 	conn_move_fds(c->conn, msg->start + msg->len, NULL);
 	conn_drain_in(c->conn, msg->len);
+}
+
+/* Runs one of the proxy's own commands with arguments a rule rewrote. */
+void
+cmd_dispatch_args(struct client *c, const struct qmp_msg *msg,
+    const struct qmp_request *req, json_t *args)
+{
+	json_t	*none = NULL;
+
+	if (args == NULL)
+		args = none = json_object();
+	cmd_answer(c, msg, req, args);
+	json_decref(none);
+}
+
+/*
+ * Runs or forwards a request whose shape request_parse() accepted, and
+ * consumes its bytes from the client's input. A negotiated client's
+ * requests are decided by its socket's rules first.
+ */
+void
+cmd_dispatch(struct client *c, const struct qmp_msg *msg,
+    const struct qmp_request *req)
+{
+	if (c->state == CLIENT_COMMAND) {
+		if (policy_apply(c, msg, req))
+			return;
+		if (snap_jobs_exist() && snap_job_command(c, msg, req))
+			return;
+		if (cmd_find(req->name) == NULL &&
+		    !snap_op_blocks(req->name)) {
+			upstream_forward(c, msg, req);
+			return;
+		}
+	}
+	cmd_answer(c, msg, req, NULL);
 }

@@ -128,6 +128,99 @@ void	 splice_apply(struct buf *, const char *, size_t,
 	    const struct splice *, const char *, size_t);
 
 
+/* json-locate.c: a value's line and column in a JSON text. */
+struct json_step {
+	const char	*key;		/* or NULL: an array index */
+	size_t		 index;
+};
+void	 json_locate(const char *, size_t, const struct json_step *, size_t,
+	    int *, int *);
+
+/* hmp.c: an HMP command line read as QEMU's monitor reads it. */
+char	*hmp_command(const char *, const char **);
+int	 hmp_words(const char *, char **, int);
+
+/* rules.c and rules-match.c: rule sets, and requests decided by them. */
+enum rule_action {
+	RULE_ALLOW,
+	RULE_DENY,
+	RULE_REWRITE,
+	RULE_TRANSLATE,
+	RULE_LOG,
+};
+
+struct rule {
+	char			*where;		/* file:line */
+	char			*name;		/* or NULL */
+	char			**commands;	/* globs; none: any */
+	size_t			 ncommands;
+	json_t			*arguments;	/* a subset pattern, or NULL */
+	unsigned		*uids;		/* none: any */
+	size_t			 nuids;
+	unsigned		*gids;
+	size_t			 ngids;
+	char			**listeners;	/* globs on the socket path */
+	size_t			 nlisteners;
+	enum rule_action	 action;
+	char			*err_class;	/* deny */
+	char			*message;
+	json_t			*merge;		/* rewrite */
+	json_t			*replace;
+	char			*handler;	/* translate */
+	json_t			*options;
+};
+
+struct rules_cache_entry;
+struct rule_set {
+	char			*path;
+	struct rule		*rules;
+	size_t			 nrules;
+	struct rule		 deflt;
+	struct rules_cache_entry *cache;	/* per command name */
+	size_t			 ncached;
+};
+
+/* One name a request shows. */
+struct rule_subject {
+	const char	*name;
+	json_t		*args;		/* NULL: none given */
+	enum {
+		RULE_SUBJECT_COMMAND,
+		RULE_SUBJECT_ACTION,	/* transaction/<type> */
+		RULE_SUBJECT_HMP,	/* hmp/<word> */
+	}		 kind;
+};
+
+struct rule_peer {
+	unsigned	 uid;
+	unsigned	 gid;
+	const char	*listener;
+};
+
+#define RULES_MAX_LOGGED	8
+struct rule_decision {
+	enum rule_action	 action;	/* allow, deny, rewrite or
+						   translate */
+	const struct rule	*rule;		/* deciding, or the default */
+	size_t			 subject;	/* the name it decided */
+	const struct rule	**rewrite;	/* per subject, or NULL */
+	const struct rule	*logged[RULES_MAX_LOGGED];
+	size_t			 nlogged;
+};
+
+struct rule_set	*rules_load(const char *, const char *const *, char **);
+void		 rules_free(struct rule_set *);
+const char	*rule_action_name(enum rule_action);
+void		 rules_cache_clear(struct rule_set *);
+int		 rules_json_match(json_t *, json_t *);
+int		 rules_need_args(struct rule_set *, const char *);
+size_t		 rules_count_subjects(const char *, json_t *);
+size_t		 rules_subjects(const char *, json_t *, struct rule_subject *,
+		    char **);
+void		 rules_decide(struct rule_set *, const struct rule_subject *,
+		    size_t, const struct rule_peer *, struct rule_decision *);
+void		 rules_decision_clear(struct rule_decision *);
+
 /* snap-tree.c: the snapshot and branch model, pure data. */
 #define SNAP_NAME_MAX		64
 #define SNAP_TREE_VERSION	2	/* reads 1 too */
@@ -367,6 +460,7 @@ void		 conn_copy_in(struct conn *, size_t, void *, size_t);
 /* listener.c */
 struct listener {
 	char			*path;		/* or a description, inherited */
+	int			 policy;	/* its rule file (policy.c) */
 	int			 fd;
 	int			 flags;
 #define LISTENER_INHERITED	0x1		/* handed over: never unlinked */
@@ -384,6 +478,14 @@ int		 listener_check_path(const char *, char **);
 
 /* client.c: one client session. */
 struct pending;
+struct client;
+
+/* Takes a client's next local reply in its place (a translation). */
+struct reply_hook {
+	void		(*take)(struct client *, char *, struct reply_hook *);
+	void		(*free)(struct reply_hook *);
+};
+
 TAILQ_HEAD(pendings, pending);
 struct client {
 	uint32_t		 id;
@@ -401,6 +503,10 @@ struct client {
 #define CLIENT_BUSY	0x4			/* its snapshot operation runs */
 	struct pendings		 replies;	/* in order, in-band */
 	u_int			 nreplies;
+	unsigned		 uid;		/* the peer's, or -1 */
+	unsigned		 gid;
+	pid_t			 pid;
+	struct reply_hook	*hook;
 	struct event		*close_timer;
 	TAILQ_ENTRY(client)	 entry;
 };
@@ -436,6 +542,7 @@ struct pending {
 #define PENDING_FDS	0x8			/* came with descriptors */
 #define PENDING_INTERNAL 0x10			/* the proxy's own command */
 #define PENDING_COMMANDS 0x20			/* query-commands */
+#define PENDING_JOBS	0x40			/* query-jobs, ours joined */
 	void			(*cb)(json_t *, void *);
 	void			*cb_arg;
 	char			*reply;		/* a local reply, ready */
@@ -453,6 +560,8 @@ void		 upstream_when_down(void (*)(void));
 void		 upstream_stop(void);
 void		 upstream_forward(struct client *, const struct qmp_msg *,
 		    const struct qmp_request *);
+void		 upstream_forward_text(struct client *, const struct qmp_msg *,
+		    const struct qmp_request *, const char *);
 void		 upstream_forget_client(struct client *);
 void		 pending_free(struct pending *);
 void		 upstream_call(const char *, json_t *,
@@ -469,6 +578,12 @@ struct cmd_entry {
 };
 void		 cmd_dispatch(struct client *, const struct qmp_msg *,
 		    const struct qmp_request *);
+void		 cmd_dispatch_args(struct client *, const struct qmp_msg *,
+		    const struct qmp_request *, json_t *);
+int		 cmd_is_own(const char *);
+void		 cmd_run(struct client *, const char *, json_t *);
+json_t		*cmd_arguments(struct client *, const struct qmp_msg *,
+		    const struct qmp_request *);
 
 struct arg_spec {
 	const char	*name;
@@ -479,7 +594,7 @@ int		 cmd_check_state_dir(json_t *, const char *, char **);
 int		 cmd_check_args(json_t *, const struct arg_spec *, char **);
 void		 cmd_refuse(struct client *, char *, const char *, size_t);
 const char	*cmd_list_json(void);
-int		 cmd_run_state(json_t *, int *, int, char **);
+int		 cmd_run_state(json_t *, int *, int, int, char **);
 int		 cmd_query_check(struct client *, json_t *, const char *,
 		    size_t);
 void		 cmd_reply(struct client *, json_t *, const char *, size_t);
@@ -580,6 +695,7 @@ struct op {
 	size_t		 late;
 	int		 reconcile;	/* checking the disks on connect */
 	void		(*on_end)(struct op *);
+	void		*on_end_arg;
 	int		 tolerate;	/* the next call may fail */
 	void		(*attach_resume)(struct op *, json_t *);
 
@@ -718,6 +834,50 @@ const char	*op_backing_format(struct op *, size_t);
 int		 op_path_is_allowed(const char *, const struct snap_tree *);
 char		*op_image_path(const struct snap_tree *, const char *,
 		    const char *);
+
+/* policy.c: the rules of each listening socket. */
+void		 policy_set_dir(const char *);
+void		 policy_set_default(const char *);
+int		 policy_file(const char *);
+const char	*policy_path(int);
+int		 policy_load(void);
+void		 policy_reload(void);
+void		 policy_shutdown(void);
+int		 policy_apply(struct client *, const struct qmp_msg *,
+		    const struct qmp_request *);
+
+/* audit.c: the audit log. */
+int		 audit_init(const char *);
+void		 audit_reopen(void);
+void		 audit_shutdown(void);
+void		 audit_decision(struct client *, const char *,
+		    const struct rule_decision *, const struct rule_subject *);
+
+/* translate.c: QEMU's snapshot commands translated into the tree's. */
+struct translate_handler {
+	const char	*name;
+	/* Returns 0 when it answered, 1 to let the request go on. */
+	int		(*run)(struct client *, json_t *, json_t *,
+			    const char *, size_t);
+};
+const char *const *translate_handler_names(void);
+int		 translate_run(struct client *, const struct qmp_msg *,
+		    const struct qmp_request *, json_t *,
+		    const struct rule *);
+json_t		*translate_args(json_t *, json_t *);
+
+/* snap-job.c: QEMU's snapshot jobs, emulated. */
+int		 snap_jobs_exist(void);
+char		*snap_jobs_json(void);
+int		 snap_job_command(struct client *, const struct qmp_msg *,
+		    const struct qmp_request *);
+int		 snap_job_save(struct client *, json_t *, json_t *,
+		    const char *, size_t);
+int		 snap_job_load(struct client *, json_t *, json_t *,
+		    const char *, size_t);
+int		 snap_job_delete(struct client *, json_t *, json_t *,
+		    const char *, size_t);
+void		 snap_jobs_shutdown(void);
 
 /* inherit.c: descriptors handed over at start-up. */
 struct inherited {

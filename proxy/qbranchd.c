@@ -34,9 +34,13 @@ struct listeners	 listeners = TAILQ_HEAD_INITIALIZER(listeners);
 #define QB_MAX_LISTEN	64
 #define QB_STOP_DRAIN	3	/* seconds for clients' last output */
 
-static const char	*listen_paths[QB_MAX_LISTEN];
+static char		*listen_paths[QB_MAX_LISTEN];
+static char		*listen_rules[QB_MAX_LISTEN];	/* or NULL */
+static int		 listen_policy[QB_MAX_LISTEN];
 static int		 nlisten;
 static struct inherited	 listen_fds[QB_MAX_LISTEN];
+static char		*listen_fd_rules[QB_MAX_LISTEN];
+static int		 listen_fd_policy[QB_MAX_LISTEN];
 static int		 nlisten_fd;
 
 static struct event	*stop_timer;
@@ -48,10 +52,12 @@ usage(int status)
 {
 	fprintf(status ? stderr : stdout,
 "usage: qbranchd --qemu QEMU_SOCKET | --qemu-fd N\n"
-"                --listen SOCKET | --listen-fd N [...] [options]\n"
-"       qbranchd --listen SOCKET | --listen-fd N [...] [options] --\n"
-"                qemu-system-x86_64 [QEMU_ARGS ...]\n"
+"                --listen SOCKET[,rules=FILE] | --listen-fd N[,rules=FILE]\n"
+"                [...] [options]\n"
+"       qbranchd --listen SOCKET[,rules=FILE] | --listen-fd N[,rules=FILE]\n"
+"                [...] [options] -- qemu-system-x86_64 [QEMU_ARGS ...]\n"
 "options:        [--state-dir DIR] [--image-dir DIR] [--allow-dir DIR ...]\n"
+"                [--rules FILE] [--rules-dir DIR] [--audit FILE]\n"
 "                [--socket-mode MODE] [--max-clients N]\n"
 "                [--max-message BYTES] [--max-inflight N]\n"
 "                [--max-output BYTES] [--syslog] [-v] [-n]\n"
@@ -182,7 +188,8 @@ fd_is_taken(int fd, int qemu_fd)
 }
 
 static void
-add_listen_fd(int fd, char *name, int qemu_fd, const char *from)
+add_listen_fd(int fd, char *name, int qemu_fd, const char *from,
+    char *rules)
 {
 	if (nlisten_fd == QB_MAX_LISTEN)
 		fatalx("too many listening sockets (%d at most)",
@@ -191,7 +198,35 @@ add_listen_fd(int fd, char *name, int qemu_fd, const char *from)
 		fatalx("%s: fd %d is given twice", from, fd);
 	listen_fds[nlisten_fd].fd = fd;
 	listen_fds[nlisten_fd].name = name;
+	listen_fd_rules[nlisten_fd] = rules;
 	nlisten_fd++;
+}
+
+/* Splits "WHAT,rules=FILE": WHAT is returned, FILE (or NULL) in *rules. */
+static char *
+split_rules(const char *opt, const char *arg, char **rules)
+{
+	const char	*comma = strstr(arg, ",rules=");
+
+	*rules = NULL;
+	if (comma == NULL)
+		return xstrdup(arg);
+	if (comma[7] == '\0')
+		fatalx("--%s %s: rules= names no file", opt, arg);
+	*rules = xstrdup(comma + 7);
+	return xstrndup(arg, comma - arg);
+}
+
+/* The rule file of every listener, known once the options are read. */
+static void
+assign_policies(void)
+{
+	int	i;
+
+	for (i = 0; i < nlisten; i++)
+		listen_policy[i] = policy_file(listen_rules[i]);
+	for (i = 0; i < nlisten_fd; i++)
+		listen_fd_policy[i] = policy_file(listen_fd_rules[i]);
 }
 
 /* Makes the --listen sockets and serves the inherited ones. */
@@ -207,6 +242,7 @@ open_listeners(void)
 		if (listener_open(listen_paths[i], opts.socket_mode, &l,
 		    &cause) == -1)
 			goto fail;
+		l->policy = listen_policy[i];
 		TAILQ_INSERT_TAIL(&listeners, l, entry);
 	}
 	kind = "listening socket: ";
@@ -214,6 +250,7 @@ open_listeners(void)
 		if (listener_adopt(listen_fds[i].fd, listen_fds[i].name, &l,
 		    &cause) == -1)
 			goto fail;
+		l->policy = listen_fd_policy[i];
 		TAILQ_INSERT_TAIL(&listeners, l, entry);
 	}
 	goto out;
@@ -267,6 +304,8 @@ check_config(char **qemu_argv, int qemu_fd)
 		free(cause);
 		bad = 1;
 	}
+	if (policy_load() > 0)
+		bad = 1;
 	if (!bad)
 		fprintf(stderr, "qbranchd: configuration OK\n");
 	return bad;
@@ -275,7 +314,7 @@ check_config(char **qemu_argv, int qemu_fd)
 static void
 hup_cb(int sig, short what, void *arg)
 {
-	log_info("SIGHUP: nothing to reload");
+	policy_reload();
 }
 
 int
@@ -294,6 +333,9 @@ main(int argc, char **argv)
 		{ "max-message",	required_argument,	NULL, 'M' },
 		{ "max-inflight",	required_argument,	NULL, 'I' },
 		{ "max-output",		required_argument,	NULL, 'O' },
+		{ "rules",		required_argument,	NULL, 'R' },
+		{ "rules-dir",		required_argument,	NULL, 'r' },
+		{ "audit",		required_argument,	NULL, 'a' },
 		{ "syslog",		no_argument,		NULL, 'S' },
 		{ "verbose",		no_argument,		NULL, 'v' },
 		{ "check",		no_argument,		NULL, 'n' },
@@ -304,8 +346,8 @@ main(int argc, char **argv)
 	struct inherited activated[QB_MAX_LISTEN];
 	struct event	*ev_term, *ev_int, *ev_hup;
 	struct client	*c;
-	char		**qemu_argv = NULL, *cause, *what;
-	const char	*path;
+	char		**qemu_argv = NULL, *cause, *what, *rules;
+	const char	*path, *audit_path = NULL;
 	int		 ch, i, n, checkonly = 0, use_syslog = 0, qemu_fd = -1;
 
 	log_init(0, 0);
@@ -328,11 +370,25 @@ main(int argc, char **argv)
 				fatalx("--listen: an empty path");
 			if (nlisten == QB_MAX_LISTEN)
 				fatalx("too many --listen options");
-			listen_paths[nlisten++] = optarg;
+			listen_paths[nlisten] = split_rules("listen", optarg,
+			    &listen_rules[nlisten]);
+			if (*listen_paths[nlisten++] == '\0')
+				fatalx("--listen: an empty path");
 			break;
 		case 'L':
-			add_listen_fd(parse_fd("listen-fd", optarg), NULL,
-			    qemu_fd, "--listen-fd");
+			what = split_rules("listen-fd", optarg, &rules);
+			add_listen_fd(parse_fd("listen-fd", what), NULL,
+			    qemu_fd, "--listen-fd", rules);
+			free(what);
+			break;
+		case 'R':
+			policy_set_default(optarg);
+			break;
+		case 'r':
+			policy_set_dir(optarg);
+			break;
+		case 'a':
+			audit_path = optarg;
 			break;
 		case 's':
 			opts.state_dir = optarg;
@@ -401,7 +457,7 @@ main(int argc, char **argv)
 		fatalx("%s", cause);
 	for (i = 0; i < n; i++)
 		add_listen_fd(activated[i].fd, activated[i].name, qemu_fd,
-		    "socket activation");
+		    "socket activation", NULL);
 	if (nlisten == 0 && nlisten_fd == 0) {
 		fprintf(stderr, "qbranchd: --listen, --listen-fd or socket "
 		    "activation is required\n");
@@ -410,9 +466,14 @@ main(int argc, char **argv)
 	if (qemu_argv != NULL && launch_check(qemu_argv, 0, &cause) == -1)
 		fatalx("%s", cause);
 	log_init(opts.verbose, use_syslog);
+	assign_policies();
 
 	if (checkonly)
 		return check_config(qemu_argv, qemu_fd);
+	if (policy_load() > 0)
+		fatalx("the rules have mistakes (above); nothing started");
+	if (audit_path != NULL && audit_init(audit_path) == -1)
+		exit(1);
 
 	if (opts.state_dir != NULL &&
 	    check_state_dir(opts.state_dir, 1, &cause) == -1)
@@ -458,7 +519,16 @@ main(int argc, char **argv)
 	while ((c = TAILQ_FIRST(&clients)) != NULL)
 		client_free(c);
 	snap_shutdown();
+	snap_jobs_shutdown();
+	audit_shutdown();
+	policy_shutdown();
 	io_shutdown();
+	for (i = 0; i < nlisten; i++) {
+		free(listen_paths[i]);
+		free(listen_rules[i]);
+	}
+	for (i = 0; i < nlisten_fd; i++)
+		free(listen_fd_rules[i]);
 	launch_stop();
 	if (stop_timer != NULL)
 		event_free(stop_timer);

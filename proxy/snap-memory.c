@@ -1025,7 +1025,7 @@ op_memory_plan(struct op *op, const struct snap_memory *load, int *run)
 	if (load != NULL && op_memory_loadable(op, load) == -1)
 		return -1;
 	cmd_run_state(op->args, run, load != NULL ? strcmp(load->vm_state,
-	    "running") == 0 : op->was_running, &cause);
+	    "running") == 0 : op->was_running, op->was_running, &cause);
 	op->mem_load = snap_memory_dup(load);
 	if (json_is_true(json_object_get(op->args, "save-memory"))) {
 		op->mem_save = snap_memory_new("branch", old->name,

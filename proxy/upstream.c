@@ -307,6 +307,36 @@ upstream_forget_client(struct client *c)
 	}
 }
 
+/* Queues the reply a client's forwarded command is owed. */
+static struct pending *
+upstream_pending(struct client *c, const struct qmp_msg *msg,
+    const struct qmp_request *req)
+{
+	struct pending	*p;
+
+	p = xcalloc(1, sizeof *p);
+	p->uid = ++up.next_uid;
+	p->client = c;
+	if (req->id != NULL)
+		p->id = client_copy_id(c, msg, req->id, &p->idlen);
+	else
+		p->flags |= PENDING_NOID;
+	if (strcmp(req->name, "query-commands") == 0)
+		p->flags |= PENDING_COMMANDS;
+	else if (strcmp(req->name, "query-jobs") == 0 && snap_jobs_exist())
+		p->flags |= PENDING_JOBS;
+	if (req->oob)
+		p->flags |= PENDING_OOB;
+	else {
+		TAILQ_INSERT_TAIL(&c->replies, p, client_entry);
+		c->nreplies++;
+	}
+	TAILQ_INSERT_TAIL(&up.pending, p, up_entry);
+	if (conn_move_fds(c->conn, msg->start + msg->len, up.conn) > 0)
+		p->flags |= PENDING_FDS;
+	return p;
+}
+
 /*
  * Sends a client's command to QEMU under a fresh id; the bytes move from
  * the client's input with only the id changed.
@@ -320,30 +350,35 @@ upstream_forward(struct client *c, const struct qmp_msg *msg,
 	char		 ins[48];
 	int		 n;
 
-	p = xcalloc(1, sizeof *p);
-	p->uid = ++up.next_uid;
-	p->client = c;
+	p = upstream_pending(c, msg, req);
 	if (req->id != NULL) {
-		p->id = client_copy_id(c, msg, req->id, &p->idlen);
 		splice_id_replace(req->id, &sp);
 		n = snprintf(ins, sizeof ins, "%" PRIu64, p->uid);
 	} else {
-		p->flags |= PENDING_NOID;
 		splice_id_insert(&sp);
 		n = snprintf(ins, sizeof ins, "\"id\": %" PRIu64 ", ", p->uid);
 	}
-	if (strcmp(req->name, "query-commands") == 0)
-		p->flags |= PENDING_COMMANDS;
-	if (req->oob)
-		p->flags |= PENDING_OOB;
-	else {
-		TAILQ_INSERT_TAIL(&c->replies, p, client_entry);
-		c->nreplies++;
-	}
-	TAILQ_INSERT_TAIL(&up.pending, p, up_entry);
-	if (conn_move_fds(c->conn, msg->start + msg->len, up.conn) > 0)
-		p->flags |= PENDING_FDS;
 	conn_splice(c->conn, up.conn, msg->len, &sp, ins, n);
+}
+
+/*
+ * Sends a client's command to QEMU as the proxy rewrote it (text, an
+ * object without an id), in place of the message it sent.
+ */
+void
+upstream_forward_text(struct client *c, const struct qmp_msg *msg,
+    const struct qmp_request *req, const char *text)
+{
+	struct pending	*p;
+	char		 ins[48];
+	int		 n;
+
+	p = upstream_pending(c, msg, req);
+	n = snprintf(ins, sizeof ins, "{\"id\": %" PRIu64 ", ", p->uid);
+	conn_write(up.conn, ins, n);
+	conn_write(up.conn, text + 1, strlen(text + 1));
+	conn_write(up.conn, "\r\n", 2);
+	conn_drain_in(c->conn, msg->len);
 }
 
 /*
@@ -404,12 +439,14 @@ upstream_reply_internal(const struct qmp_msg *msg, struct pending *p)
 }
 
 /*
- * query-commands: the proxy's own commands join QEMU's list, spliced in
- * before its closing bracket; nothing of QEMU's is re-encoded.
+ * query-commands and query-jobs: the proxy's own commands or jobs (extra,
+ * comma-separated entries) join QEMU's list, spliced in before its closing
+ * bracket; nothing of QEMU's is re-encoded.
  */
 static void
-upstream_reply_commands(const struct qmp_msg *msg, struct client *c,
-    const struct splice *sp, const char *ins, size_t inslen)
+upstream_reply_append(const struct qmp_msg *msg, struct client *c,
+    const struct splice *sp, const char *ins, size_t inslen,
+    const char *extra)
 {
 	const struct qmp_member	*ret = qmp_msg_member(msg, "return");
 	struct buf		 b = { NULL, 0, 0 }, out = { NULL, 0, 0 };
@@ -428,9 +465,9 @@ upstream_reply_commands(const struct qmp_msg *msg, struct client *c,
 		if (sp->head <= pos)
 			pos = pos + inslen - sp->skip;
 		buf_add(&out, b.data, pos);
-		if (!empty)
+		if (!empty && *extra != '\0')
 			buf_addstr(&out, ", ");
-		buf_addstr(&out, cmd_list_json());
+		buf_addstr(&out, extra);
 		buf_add(&out, b.data + pos, b.len - pos);
 	} else
 		buf_add(&out, b.data, b.len);
@@ -454,6 +491,7 @@ upstream_reply(const struct qmp_msg *msg)
 	const char		*ins = NULL;
 	size_t			 inslen = 0;
 	struct buf		 b = { NULL, 0, 0 };
+	char			*extra;
 
 	idm = qmp_msg_member(msg, "id");
 	if (idm != NULL) {
@@ -507,8 +545,13 @@ upstream_reply(const struct qmp_msg *msg)
 		inslen = b.len;
 	}
 	if (p->flags & PENDING_COMMANDS)
-		upstream_reply_commands(msg, c, &sp, ins, inslen);
-	else {
+		upstream_reply_append(msg, c, &sp, ins, inslen,
+		    cmd_list_json());
+	else if (p->flags & PENDING_JOBS) {
+		extra = snap_jobs_json();
+		upstream_reply_append(msg, c, &sp, ins, inslen, extra);
+		free(extra);
+	} else {
 		conn_splice(up.conn, c->conn, msg->len, &sp, ins, inslen);
 		client_sent(c);
 	}
