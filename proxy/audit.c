@@ -177,7 +177,7 @@ audit_decision(struct client *c, const char *command,
 	struct buf	*b = &audit.pending;
 	struct timeval	 tv;
 	struct tm	 tm;
-	char		 t[64];
+	char		 t[256];
 	size_t		 i;
 
 	if (audit.fd == -1)

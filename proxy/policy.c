@@ -54,6 +54,7 @@ policy_resolve(const char *name)
 	if (rules_dir == NULL &&
 	    (rules_dir = getenv("QBRANCHD_RULES_DIR")) == NULL)
 		rules_dir = QB_RULES_DIR;
+	rules_shipped_dir = rules_dir;
 	if (strchr(name, '/') != NULL) {
 		if (*name == '/' || (cwd = getcwd(NULL, 0)) == NULL)
 			return xstrdup(name);

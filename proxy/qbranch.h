@@ -208,6 +208,7 @@ struct rule_decision {
 	size_t			 nlogged;
 };
 
+extern const char *rules_shipped_dir;
 struct rule_set	*rules_load(const char *, const char *const *, char **);
 void		 rules_free(struct rule_set *);
 const char	*rule_action_name(enum rule_action);

@@ -21,12 +21,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "qbranch.h"
 
 #define RULES_MAX_INCLUDE	8	/* nesting of includes */
 #define RULES_MAX_DEPTH		16	/* of the path to a value */
 #define RULES_MAX_FILE		(4u << 20)
+
+/* Where an include of a bare name looks when it is not beside the file. */
+const char	*rules_shipped_dir;
 
 /* QEMU's error classes (qapi/error.json). */
 static const char *const rule_classes[] = {
@@ -444,6 +448,12 @@ read_include(struct rules_reader *r, json_t *obj, struct rule_set *set)
 		    name);
 	else
 		path = xstrdup(name);
+	/* A bare name not beside the file is one of the shipped sets. */
+	if (strchr(name, '/') == NULL && rules_shipped_dir != NULL &&
+	    access(path, F_OK) == -1) {
+		free(path);
+		xasprintf(&path, "%s/%s", rules_shipped_dir, name);
+	}
 	memset(&sub, 0, sizeof sub);
 	sub.file = path;
 	sub.handlers = r->handlers;

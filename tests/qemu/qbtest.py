@@ -266,8 +266,9 @@ class Proxy(_Proc):
         """qemu_sock None: no --qemu (args say where QEMU is);
         qemu_argv: launch mode, qbranchd ... -- qemu_argv."""
         self.qemu_sock = qemu_sock
-        self.listen = listen
-        self._old_ino = {p: _ino(p) for p in listen}
+        # "PATH,rules=FILE" listens on PATH with those rules.
+        self.listen = [l.split(",rules=")[0] for l in listen]
+        self._old_ino = {p: _ino(p) for p in self.listen}
         argv = [QBRANCHD]
         if qemu_sock:
             argv += ["--qemu", qemu_sock]

@@ -60,7 +60,9 @@ def check_systemd(env, qemu):
             skip(text, "systemd-socket-activate is not installed")
         return
     a, b = env.path("act-a.sock"), env.path("act-b.sock")
-    p = _Proc(env, "activate", [sa, "-l", a, "-l", b, "--fdname=qmp:other",
+    # systemd-socket-activate passes on only the environment it is told.
+    p = _Proc(env, "activate", [sa, "-E", "QBRANCHD_RULES_DIR", "-l", a,
+                                "-l", b, "--fdname=qmp:other",
                                 qbtest.QBRANCHD, "-v", "--qemu", qemu.sock],
               env.path("activate.log"))
     ca = talk(a, "systemd-socket-activate: clients talk QMP through the "
@@ -81,7 +83,8 @@ def check_systemd(env, qemu):
     tmp = env.path("tmp-act")
     os.makedirs(tmp, exist_ok=True)
     p = _Proc(env, "activate-launch",
-              [sa, "-l", la, qbtest.QBRANCHD, "-v", "--",
+              [sa, "-E", "QBRANCHD_RULES_DIR", "-l", la,
+               qbtest.QBRANCHD, "-v", "--",
                qbtest.QEMU, "-accel", "kvm", "-accel", "tcg", "-nodefaults",
                "-display", "none", "-m", "64", "-S"],
               env.path("activate-launch.log"),
