@@ -32,7 +32,8 @@ skip_space(const char *p)
 
 /*
  * The command of an HMP line, alias resolved; *rest (if given) is set
- * past it and the blanks after. NULL for a blank line.
+ * past it and the blanks after. NULL for a blank line. As in QEMU, the
+ * word ends at a slash too (x/4i, p/x): QEMU runs "savevm/a" as savevm.
  */
 char *
 hmp_command(const char *line, const char **rest)
@@ -40,7 +41,8 @@ hmp_command(const char *line, const char **rest)
 	const char	*p = skip_space(line), *end;
 	size_t		 i, n;
 
-	for (end = p; *end != '\0' && !isspace((unsigned char)*end); end++)
+	for (end = p; *end != '\0' && *end != '/' &&
+	    !isspace((unsigned char)*end); end++)
 		;
 	if ((n = end - p) == 0)
 		return NULL;
@@ -76,7 +78,8 @@ hmp_words(const char *p, char **words, int max)
 					buf_free(&b);
 					goto bad;
 				}
-				buf_add(&b, escaped && *p == 'n' ? "\n" : p, 1);
+				buf_add(&b, !escaped ? p : *p == 'n' ? "\n" :
+				    *p == 'r' ? "\r" : p, 1);
 			}
 			p++;
 		} else {

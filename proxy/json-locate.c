@@ -98,7 +98,7 @@ json_locate(const char *t, size_t len, const struct json_step *path,
 		if (t[k] == '\n') {
 			(*line)++;
 			*col = 1;
-		} else
-			(*col)++;
+		} else if (((unsigned char)t[k] & 0xc0) != 0x80)
+			(*col)++;	/* characters, as jansson counts */
 	}
 }
