@@ -100,6 +100,28 @@ snap_job_op_end(struct op *op)
 }
 
 /*
+ * A new job, listed newest first as QEMU lists its own; the command's {}
+ * is answered.
+ */
+static struct snap_job *
+snap_job_new(struct client *c, const char *id, size_t idlen,
+    const char *job_id, const char *type)
+{
+	struct snap_job	*j;
+
+	j = xcalloc(1, sizeof *j);
+	j->id = xstrdup(job_id);
+	j->type = type;
+	j->hook.take = snap_job_take;
+	j->hook.free = snap_job_hook_free;
+	TAILQ_INSERT_HEAD(&snap_jobs, j, entry);
+	snap_job_status(j, "created");
+	snap_job_status(j, "running");
+	client_reply_local(c, qmp_return_reply("{}", id, idlen));
+	return j;
+}
+
+/*
  * Starts a job running the proxy's command name with args (taken), for
  * a request already checked.
  */
@@ -110,16 +132,7 @@ snap_job_start(struct client *c, const char *id, size_t idlen,
 	struct snap_job	*j;
 	struct op	*before = snap.op;
 
-	j = xcalloc(1, sizeof *j);
-	j->id = xstrdup(job_id);
-	j->type = type;
-	j->hook.take = snap_job_take;
-	j->hook.free = snap_job_hook_free;
-	TAILQ_INSERT_TAIL(&snap_jobs, j, entry);
-	snap_job_status(j, "created");
-	snap_job_status(j, "running");
-	client_reply_local(c, qmp_return_reply("{}", id, idlen));
-
+	j = snap_job_new(c, id, idlen, job_id, type);
 	c->hook = &j->hook;
 	cmd_run(c, name, args);
 	json_decref(args);
@@ -133,6 +146,24 @@ snap_job_start(struct client *c, const char *id, size_t idlen,
 		c->flags &= ~CLIENT_BUSY;
 		client_recheck(c);
 	}
+}
+
+/*
+ * A job that ends as soon as it starts, with error (NULL: success), where
+ * QEMU's job would end so with nothing done: its message, not the tree's.
+ */
+static void
+snap_job_at_once(struct client *c, const char *id, size_t idlen,
+    const char *job_id, const char *type, const char *error)
+{
+	snap_job_conclude(snap_job_new(c, id, idlen, job_id, type), error);
+}
+
+/* Whether the tree has a snapshot named tag. */
+static int
+snap_job_tag_exists(const char *tag)
+{
+	return snap.tree != NULL && snap_find(snap.tree, tag) != NULL;
 }
 
 /*
@@ -154,8 +185,10 @@ snap_job_check(struct client *c, json_t *args, const struct arg_spec *spec,
 	}
 	json_array_foreach(json_object_get(args, "devices"), i, v) {
 		if (!json_is_string(v)) {
-			client_send_error(c, "GenericError", "Invalid parameter "
-			    "type for 'devices[]', expected: string", id, idlen);
+			xasprintf(&cause, "Invalid parameter type for "
+			    "'devices[%zu]', expected: string", i);
+			client_send_error(c, "GenericError", cause, id, idlen);
+			free(cause);
 			return -1;
 		}
 	}
@@ -201,8 +234,19 @@ int
 snap_job_save(struct client *c, json_t *args, json_t *options,
     const char *id, size_t idlen)
 {
+	char	*error;
+
 	if (snap_job_check(c, args, save_load_args, id, idlen) == -1)
 		return 0;
+	if (snap_job_tag_exists(tag_of(args))) {
+		/* QEMU refuses a tag it has, where savevm would replace it. */
+		xasprintf(&error, "Snapshot '%s' already exists in one or more "
+		    "devices", tag_of(args));
+		snap_job_at_once(c, id, idlen, job_id_of(args),
+		    "snapshot-save", error);
+		free(error);
+		return 0;
+	}
 	snap_job_start(c, id, idlen, job_id_of(args), "snapshot-save",
 	    "qbranch-snapshot-create", translate_args(json_pack("{s:s, s:b}",
 	    "name", tag_of(args), "memory", 1), options));
@@ -214,8 +258,18 @@ int
 snap_job_load(struct client *c, json_t *args, json_t *options,
     const char *id, size_t idlen)
 {
+	char	*error;
+
 	if (snap_job_check(c, args, save_load_args, id, idlen) == -1)
 		return 0;
+	if (!snap_job_tag_exists(tag_of(args))) {
+		xasprintf(&error, "Snapshot '%s' does not exist in one or more "
+		    "devices", tag_of(args));
+		snap_job_at_once(c, id, idlen, job_id_of(args),
+		    "snapshot-load", error);
+		free(error);
+		return 0;
+	}
 	snap_job_start(c, id, idlen, job_id_of(args), "snapshot-load",
 	    "qbranch-snapshot-revert", translate_args(json_pack("{s:s, s:s}",
 	    "name", tag_of(args), "state", "current"), options));
@@ -228,6 +282,12 @@ snap_job_delete(struct client *c, json_t *args, json_t *options,
 {
 	if (snap_job_check(c, args, delete_args, id, idlen) == -1)
 		return 0;
+	/* QEMU's job succeeds on a tag it does not have, as delvm does. */
+	if (!snap_job_tag_exists(tag_of(args))) {
+		snap_job_at_once(c, id, idlen, job_id_of(args),
+		    "snapshot-delete", NULL);
+		return 0;
+	}
 	snap_job_start(c, id, idlen, job_id_of(args), "snapshot-delete",
 	    "qbranch-snapshot-delete", translate_args(json_pack("{s:s}",
 	    "name", tag_of(args)), options));

@@ -15,15 +15,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "qbranch.h"
 
 struct hmp_translation {
 	struct reply_hook	 hook;
+	struct client		*client;
 	char			*id;		/* the request's, raw */
 	size_t			 idlen;
 	json_t			*then;		/* savevm over a name: create */
 };
+
+/* The translation whose create waits for the delete's operation to end. */
+static struct hmp_translation	*hmp_waiting;
 
 static int	translate_savevm(struct client *, json_t *, json_t *,
 		    const char *, size_t);
@@ -156,9 +161,79 @@ hmp_translation_free(struct reply_hook *hook)
 {
 	struct hmp_translation	*t = (struct hmp_translation *)hook;
 
+	if (hmp_waiting == t)
+		hmp_waiting = NULL;
 	json_decref(t->then);
 	free(t->id);
 	free(t);
+}
+
+/*
+ * Overlay files for a create (args) made again under a name that was just
+ * deleted: where the default <stem>.<name> is still in use (the branch
+ * that grew from the deleted snapshot runs on it), the first free
+ * <stem>.<name>-<N>, as a revert names its overlays.
+ */
+static void
+hmp_free_overlays(json_t *args)
+{
+	struct branch	*b;
+	json_t		*disks;
+	const char	*name;
+	char		*path, *suffix;
+	size_t		 i;
+	int		 n;
+
+	name = json_string_value(json_object_get(args, "name"));
+	if (snap.tree == NULL || name == NULL ||
+	    (b = branch_attached(snap.tree)) == NULL)
+		return;
+	disks = json_array();
+	for (i = 0; i < b->ndisks; i++) {
+		path = op_image_path(snap.tree, b->disks[i].device, name);
+		for (n = 1; snap_tree_image(snap.tree, path) != NULL ||
+		    access(path, F_OK) == 0; n++) {
+			free(path);
+			xasprintf(&suffix, "%s-%d", name, n);
+			path = op_image_path(snap.tree, b->disks[i].device,
+			    suffix);
+			free(suffix);
+		}
+		if (n > 1)
+			json_array_append_new(disks, json_pack("{s:s, s:s}",
+			    "device", b->disks[i].device, "file", path));
+		free(path);
+	}
+	if (json_array_size(disks) > 0)
+		json_object_set(args, "disks", disks);
+	json_decref(disks);
+}
+
+/*
+ * The delete of a savevm over a name has ended: its create runs now, with
+ * the client still held busy since the delete's reply.
+ */
+static void
+hmp_then_start(struct op *op)
+{
+	struct hmp_translation	*t = hmp_waiting;
+	struct client		*c;
+	json_t			*then;
+
+	hmp_waiting = NULL;
+	if (t == NULL)
+		return;		/* the client left */
+	c = t->client;
+	then = t->then;
+	t->then = NULL;
+	hmp_free_overlays(then);
+	cmd_run(c, "qbranch-snapshot-create", then);
+	json_decref(then);
+	if (snap.op == NULL || snap.op->client != c) {
+		/* Answered at once: no operation frees the client later. */
+		c->flags &= ~CLIENT_BUSY;
+		client_recheck(c);
+	}
 }
 
 /* The reply of the command run for HMP: made into HMP's answer. */
@@ -174,6 +249,21 @@ hmp_translation_take(struct client *c, char *reply, struct reply_hook *hook)
 	free(reply);
 	desc = json_string_value(json_object_get(json_object_get(r, "error"),
 	    "desc"));
+	if (desc == NULL && t->then != NULL && snap.op != NULL) {
+		/*
+		 * The delete answers before its operation ends, and a create
+		 * now would find it still running: start it from the end.
+		 * Taking the operation's client keeps the client busy, so
+		 * nothing it sends next overtakes the create.
+		 */
+		snap.op->client = NULL;
+		snap.op->on_end = hmp_then_start;
+		snap.op->on_end_arg = NULL;
+		hmp_waiting = t;
+		c->hook = hook;
+		json_decref(r);
+		return;
+	}
 	if (desc == NULL && t->then != NULL) {
 		then = t->then;
 		t->then = NULL;
@@ -203,6 +293,7 @@ hmp_run(struct client *c, const char *id, size_t idlen, const char *name,
 	t = xcalloc(1, sizeof *t);
 	t->hook.take = hmp_translation_take;
 	t->hook.free = hmp_translation_free;
+	t->client = c;
 	if (id != NULL)
 		t->id = xmemdup(id, idlen);
 	t->idlen = idlen;
@@ -314,8 +405,37 @@ hmp_size(char *out, size_t len, uint64_t v)
 }
 
 /*
- * "info snapshots": the tree's snapshots in QEMU's table. The tree keeps
- * no guest clock, so that column reads zero.
+ * Whether QEMU is version major.minor or later, by its greeting (not when
+ * there is none yet).
+ */
+static int
+qemu_at_least(int major, int minor)
+{
+	const char	*text;
+	json_t		*g, *v;
+	size_t		 len;
+	int		 ret = 0, ma, mi;
+
+	if ((text = upstream_greeting(&len)) == NULL ||
+	    (g = json_loadb(text, len, 0, NULL)) == NULL)
+		return 0;
+	v = json_object_get(json_object_get(json_object_get(json_object_get(g,
+	    "QMP"), "version"), "qemu"), "major");
+	ma = json_integer_value(v);
+	mi = json_integer_value(json_object_get(json_object_get(
+	    json_object_get(json_object_get(g, "QMP"), "version"), "qemu"),
+	    "minor"));
+	if (json_is_integer(v))
+		ret = ma > major || (ma == major && mi >= minor);
+	json_decref(g);
+	return ret;
+}
+
+/*
+ * "info snapshots": the tree's snapshots in QEMU's table, in the layout
+ * of the QEMU behind us (9.2 changed it: underscores in the header, a
+ * four-digit hour, "--" for no icount). The tree keeps no guest clock, so
+ * that column reads zero.
  */
 static int
 translate_info(struct client *c, json_t *args, json_t *options,
@@ -327,7 +447,7 @@ translate_info(struct client *c, json_t *args, json_t *options,
 	char		*verb, *words[2], size[32], date[32], row[256];
 	struct tm	 tm;
 	time_t		 t;
-	int		 n, i, listing;
+	int		 n, i, listing, wide;
 
 	line = json_string_value(json_object_get(args, "command-line"));
 	if (line == NULL || (verb = hmp_command(line, &rest)) == NULL)
@@ -339,23 +459,35 @@ translate_info(struct client *c, json_t *args, json_t *options,
 		free(words[i]);
 	if (!listing)
 		return 1;
+	wide = qemu_at_least(9, 2);
 	buf_addstr(&b, "");
 	for (s = snap.tree != NULL ? TAILQ_FIRST(&snap.tree->snapshots) :
 	    NULL; s != NULL; s = TAILQ_NEXT(s, entry)) {
 		if (b.len == 0) {
 			buf_addstr(&b, "List of snapshots present on all "
 			    "disks:\r\n");
-			snprintf(row, sizeof row, "%-10s%-17s%8s%20s%13s%11s"
-			    "\r\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK",
-			    "ICOUNT");
+			if (wide)
+				snprintf(row, sizeof row, "%-7s %-16s %8s %19s "
+				    "%15s %10s\r\n", "ID", "TAG", "VM_SIZE",
+				    "DATE", "VM_CLOCK", "ICOUNT");
+			else
+				snprintf(row, sizeof row, "%-10s%-17s%8s%20s"
+				    "%13s%11s\r\n", "ID", "TAG", "VM SIZE",
+				    "DATE", "VM CLOCK", "ICOUNT");
 			buf_addstr(&b, row);
 		}
 		hmp_size(size, sizeof size, snap_memory_size(s->memory));
 		t = s->created;
 		localtime_r(&t, &tm);
 		strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S", &tm);
-		snprintf(row, sizeof row, "%-9s %-16s %8s%20s%13s%11s\r\n",
-		    "--", s->name, size, date, "00:00:00.000", "");
+		if (wide)
+			snprintf(row, sizeof row, "%-7s %-16s %8s %19s %15s "
+			    "%10s\r\n", "--", s->name, size, date,
+			    "0000:00:00.000", "--");
+		else
+			snprintf(row, sizeof row, "%-9s %-16s %8s%20s%13s%11s"
+			    "\r\n", "--", s->name, size, date, "00:00:00.000",
+			    "");
 		buf_addstr(&b, row);
 	}
 	if (b.len == 0)
