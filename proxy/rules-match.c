@@ -73,10 +73,8 @@ rules_candidates(struct rule_set *set, const char *name)
 	uint32_t			 h = name_hash(name);
 	size_t				 slot, i;
 
-	if (set->cache == NULL || set->ncached >= RULES_CACHE_FILL) {
-		rules_cache_clear(set);
+	if (set->cache == NULL)
 		set->cache = xcalloc(RULES_CACHE_SLOTS, sizeof *set->cache);
-	}
 	for (slot = h & (RULES_CACHE_SLOTS - 1);;
 	    slot = (slot + 1) & (RULES_CACHE_SLOTS - 1)) {
 		e = &set->cache[slot];
@@ -84,6 +82,12 @@ rules_candidates(struct rule_set *set, const char *name)
 			break;
 		if (e->hash == h && strcmp(e->name, name) == 0)
 			return e;
+	}
+	if (set->ncached >= RULES_CACHE_FILL) {
+		/* Full: start again rather than probe ever longer. */
+		rules_cache_clear(set);
+		set->cache = xcalloc(RULES_CACHE_SLOTS, sizeof *set->cache);
+		e = &set->cache[h & (RULES_CACHE_SLOTS - 1)];
 	}
 	e->name = xstrdup(name);
 	e->hash = h;

@@ -139,12 +139,16 @@ snap_job_start(struct client *c, const char *id, size_t idlen,
 	if (c->hook == &j->hook)
 		c->hook = NULL;
 	if (snap.op != NULL && snap.op != before && snap.op->client == c) {
-		/* The operation goes on alone; the client is free. */
+		/*
+		 * The operation goes on alone; the client is free. Its reading
+		 * resumes once this request is consumed (client_process()
+		 * rechecks then): resuming it here would handle the next
+		 * requests before this one has left the input.
+		 */
 		snap.op->client = NULL;
 		snap.op->on_end = snap_job_op_end;
 		snap.op->on_end_arg = j;
 		c->flags &= ~CLIENT_BUSY;
-		client_recheck(c);
 	}
 }
 
