@@ -140,14 +140,18 @@ audit_shutdown(void)
 	for (i = 0; audit.busy && i < 10000 &&
 	    !__atomic_load_n(&audit.written, __ATOMIC_ACQUIRE); i++)
 		nanosleep(&ms, NULL);
-	if (!audit.busy || audit.written) {
-		audit.writing.len = 0;
-		buf_add(&audit.writing, audit.pending.data, audit.pending.len);
-		audit.pending.len = 0;
-		audit_write_work(NULL);
-		free(audit.error);
-		audit.error = NULL;
+	if (audit.busy && !audit.written) {
+		/* A write stuck for 10 s: leave it its buffer and file. */
+		log_warnx("audit log %s: a write does not end; records may be "
+		    "lost", audit.path);
+		return;
 	}
+	audit.writing.len = 0;
+	buf_add(&audit.writing, audit.pending.data, audit.pending.len);
+	audit.pending.len = 0;
+	audit_write_work(NULL);
+	free(audit.error);
+	audit.error = NULL;
 	close(audit.fd);
 	audit.fd = -1;
 	buf_free(&audit.pending);

@@ -11,6 +11,7 @@
  *	    { "command": ["stop", "hmp/stop"], "uid": 1000,
  *	      "action": "deny", "message": "not for you" } ] }
  */
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <errno.h>
@@ -533,19 +534,31 @@ read_default(struct rules_reader *r, json_t *v, struct rule *d)
 static char *
 read_whole(const char *path, size_t *len, char **cause)
 {
-	char	*text;
-	size_t	 n;
-	FILE	*f;
+	struct stat	 st;
+	char		*text;
+	size_t		 n;
+	FILE		*f;
 
 	if ((f = fopen(path, "re")) == NULL) {
 		*cause = xstrdup(strerror(errno));
 		return NULL;
 	}
-	text = xmalloc(RULES_MAX_FILE + 1);
-	n = fread(text, 1, RULES_MAX_FILE + 1, f);
-	if (ferror(f) || n > RULES_MAX_FILE) {
-		xasprintf(cause, "%s", ferror(f) ? strerror(errno) :
-		    "larger than 4 MiB");
+	if (fstat(fileno(f), &st) == -1)
+		*cause = xstrdup(strerror(errno));
+	else if (!S_ISREG(st.st_mode))
+		*cause = xstrdup("not a regular file");
+	else if (st.st_size > RULES_MAX_FILE)
+		*cause = xstrdup("larger than 4 MiB");
+	else
+		*cause = NULL;
+	if (*cause != NULL) {
+		fclose(f);
+		return NULL;
+	}
+	text = xmalloc(st.st_size + 1);
+	n = fread(text, 1, st.st_size, f);
+	if (ferror(f)) {
+		*cause = xstrdup(strerror(errno));
 		fclose(f);
 		free(text);
 		return NULL;
