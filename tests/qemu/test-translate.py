@@ -4,9 +4,9 @@
 # directly against QEMU (its own internal snapshots, qcow2 disks) and
 # through qbranchd (--listen ...,rules=transparent, --state-dir), and what
 # the guest reads, the answers, the run state and the job events must
-# agree at every step. Then the same on a VM QEMU alone cannot snapshot
-# (a raw data disk and UEFI variables on pflash), and the jobs' life while
-# their client goes on or goes away.
+# agree at every step. Then the same, HMP and jobs, on a VM QEMU alone
+# cannot snapshot (a raw data disk and UEFI variables on pflash), and the
+# jobs' life while their client goes on or goes away.
 #
 # Known differences, not checked: the tree keeps no guest clock (VM CLOCK
 # reads zero), VM SIZE is the size of the saved state files, and a failed
@@ -479,6 +479,24 @@ def compare_jobs(direct, proxied):
        "the VM running on its branch (QEMU: %s)" % last[0]["status"])
 
 
+def uefi_jobs():
+    """The jobs on the raw + UEFI VM: QEMU's own fail, the tree's work."""
+    if not all(os.path.exists(f) for f in (OVMF_CODE, OVMF_VARS)):
+        qbtest.skip("jobs on raw disk and UEFI variables", "no ovmf")
+        return
+    direct = uefi_run("uefi jobs direct", False)
+    rec = job_run(direct, "snapshot-save", "j-raw", "a")
+    err = (rec.get("listed") or {}).get("error") or ""
+    ok(rec.get("statuses") == FAILED and
+       "does not support snapshots" in err,
+       "raw + UEFI, QEMU alone: the snapshot-save job fails: %s" % err,
+       repr(rec))
+    direct.finish()
+    proxied = uefi_run("uefi jobs proxied", True)
+    check_jobs("raw + UEFI jobs, through qbranchd", job_session(proxied))
+    proxied.finish()
+
+
 def job_sessions():
     direct = Run("jobs direct", False, [Disk("vda")])
     d = job_session(direct)
@@ -556,6 +574,7 @@ def job_and_client(run):
 def main(env):
     qcow2_sessions()
     uefi_sessions()
+    uefi_jobs()
     run = job_sessions()
     try:
         job_and_client(run)
