@@ -155,12 +155,6 @@ policy_shutdown(void)
 	default_file = -1;
 }
 
-const char *
-policy_path(int i)
-{
-	return files[i].path;
-}
-
 /* A rewrite's arguments: merged into, or replacing, the ones given. */
 static void
 policy_rewrite(json_t **args, const struct rule *rule)

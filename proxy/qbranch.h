@@ -840,7 +840,6 @@ char		*op_image_path(const struct snap_tree *, const char *,
 void		 policy_set_dir(const char *);
 void		 policy_set_default(const char *);
 int		 policy_file(const char *);
-const char	*policy_path(int);
 int		 policy_load(void);
 void		 policy_reload(void);
 void		 policy_shutdown(void);
