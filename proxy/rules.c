@@ -45,6 +45,7 @@ static const char *const rule_actions[] = {
 	[RULE_REWRITE] = "rewrite",
 	[RULE_TRANSLATE] = "translate",
 	[RULE_LOG] = "log",
+	NULL				/* word_index() and word_list() stop */
 };
 
 /* The file being read, and the path to the value at hand. */

@@ -512,7 +512,7 @@ tree_journal_replay(json_t *root, const char *text, size_t len, size_t *good,
 {
 	json_t		*rec;
 	json_int_t	 seq, at = 0, rseq;
-	size_t		 off = 0, end, torn = len;
+	size_t		 off = 0, end, torn = len, k;
 	char		*why = NULL;
 
 	if (json_unpack(root, "{s?I}", "seq", &at) == -1 ||
@@ -526,7 +526,9 @@ tree_journal_replay(json_t *root, const char *text, size_t len, size_t *good,
 		end = off;
 		while (end < len && text[end] != '\n')
 			end++;
-		if (strspn(text + off, " ") >= end - off)
+		for (k = off; k < end && text[k] == ' '; k++)
+			;
+		if (k == end)
 			continue;		/* padding */
 		rec = json_loadb(text + off, end - off, JSON_REJECT_DUPLICATES,
 		    NULL);
