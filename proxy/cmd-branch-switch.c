@@ -40,6 +40,7 @@ switch_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 	}
 	if ((op = op_new(c, args, id, idlen, switch_step)) == NULL)
 		return;
+	op->kind = "switch";
 	switch_step(op, NULL);
 }
 
@@ -109,6 +110,8 @@ switch_step(struct op *op, json_t *ret)
 		b->memory = NULL;
 		branch_touch(old);
 		branch_touch(b);
+		op->doomed = json_array();
+		snap_memory_files(op->mem_load, op->doomed);
 		op_tree_prepare(op);
 		op_attach(op, 1, run);
 		return;

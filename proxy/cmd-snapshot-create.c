@@ -49,6 +49,7 @@ create_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 	}
 	if ((op = op_new(c, args, id, idlen, create_step)) == NULL)
 		return;
+	op->kind = "create";
 	create_step(op, NULL);
 }
 
@@ -165,10 +166,12 @@ enum {
 	CREATE_DISCOVER,
 	CREATE_PROBE,
 	CREATE_PREPARE,
+	CREATE_WRITE,
 	CREATE_OPEN,
 	CREATE_STOP,
 	CREATE_SAVE,
 	CREATE_SWITCH,
+	CREATE_SEND,
 	CREATE_COMMIT,
 	CREATE_WAIT,
 	CREATE_DONE,
@@ -201,7 +204,7 @@ create_step(struct op *op, json_t *ret)
 		}
 		/* FALLTHROUGH */
 	case CREATE_PREPARE:
-		op->stage = CREATE_OPEN;
+		op->stage = CREATE_WRITE;
 		op_tree_init(op);
 		b = branch_attached(snap.tree);
 		if (b == NULL || b->ndisks == 0) {
@@ -230,16 +233,23 @@ create_step(struct op *op, json_t *ret)
 				return;
 			}
 		}
-		if (memory) {
+		if (memory)
 			op->mem_save = snap_memory_new("snapshot", op->name,
 			    op->run_state);
-			op_memory_files(op, op->mem_save);
-		}
 		/*
-		 * The model first, then every disk's overlay file and the
-		 * tree file are written together.
+		 * The model first, and the intent (recover.c); then every
+		 * file it names and the tree file are written together.
 		 */
 		op->subject = create_apply(op, b);
+		op->new_overlays = 1;
+		op->stops_vm = memory;
+		op_intent(op, "begin");
+		op_io_wait(op);
+		return;
+	case CREATE_WRITE:
+		op->stage = CREATE_OPEN;
+		if (memory)
+			op_memory_files(op, op->mem_save);
 		op_write_overlays(op);
 		op_tree_prepare(op);
 		op_io_wait(op);
@@ -264,6 +274,12 @@ create_step(struct op *op, json_t *ret)
 		}
 		/* FALLTHROUGH */
 	case CREATE_SWITCH:
+		/* The tree it commits, for a recovery to finish it. */
+		op->stage = CREATE_SEND;
+		op_intent(op, "switch");
+		op_io_wait(op);
+		return;
+	case CREATE_SEND:
 		op->stage = CREATE_COMMIT;
 		b = branch_attached(snap.tree);
 		actions = json_array();

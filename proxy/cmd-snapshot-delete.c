@@ -71,6 +71,8 @@ delete_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 	if ((op = op_new(c, args, id, idlen, delete_step)) == NULL)
 		return;
 	op->flag = m;
+	op->kind = "delete";
+	op->doomed = json_array();
 	delete_step(op, NULL);
 }
 
@@ -234,6 +236,82 @@ merge_is_commit(json_t *m)
 	    "commit") == 0;
 }
 
+/*
+ * A merge of file into the one image that sat on it has ended: the tree
+ * says so. After a commit the branch runs on file, and into goes; after
+ * a stream into sits on what file sat on, and file goes once nothing else
+ * sits on it. The file that goes, if qbranch made it, is added to gone.
+ */
+void
+merge_apply(const char *file, const char *into, int commit, json_t *gone)
+{
+	struct snap_file	*f, *dep, *other;
+
+	f = snap_tree_image(snap.tree, file);
+	dep = snap_tree_image(snap.tree, into);
+	if (f == NULL || dep == NULL)
+		return;
+	if (commit) {
+		if (dep->owned)
+			json_array_append_new(gone, json_string(into));
+		snap_file_take(dep, f);
+		snap_tree_touch_file(snap.tree, dep);
+		snap_tree_drop_base(snap.tree, file);
+		return;
+	}
+	free(dep->backing);
+	dep->backing = f->backing ? xstrdup(f->backing) : NULL;
+	snap_tree_touch_file(snap.tree, dep);
+	if (snap_tree_dependants(snap.tree, file, &other) == 0) {
+		if (f->owned)
+			json_array_append_new(gone, json_string(file));
+		snap_tree_drop_base(snap.tree, file);
+	}
+}
+
+/*
+ * The intent (the files to go once the tree says so), then the tree
+ * prepared: stage 2 commits it.
+ */
+static void
+delete_intent(struct op *op)
+{
+	json_t	*g, *f, *files;
+	size_t	 i;
+
+	json_array_foreach(json_object_get(op->result, "files"), i, g) {
+		if (json_is_true(json_object_get(g, "owned")))
+			json_array_append(op->doomed, json_object_get(g,
+			    "file"));
+	}
+	files = snap_memory_gone(snap.tree, op->mem_files);
+	json_array_foreach(files, i, f)
+		json_array_append(op->doomed, f);
+	json_decref(files);
+	op_intent(op, "commit");
+	op_tree_prepare(op);
+	json_array_clear(op->doomed);
+	op->stage = 2;
+	op_io_wait(op);
+}
+
+/*
+ * Removes the files the tree file no longer names, once it says so; the
+ * stage runs again after. Returns 0 when there is nothing to remove, and
+ * leaves them (belonging to nothing) when the tree could not be written.
+ */
+static int
+unlink_doomed(struct op *op)
+{
+	if (json_array_size(op->doomed) == 0 || op->commit_error != NULL)
+		return 0;
+	op_unlink(op, op->doomed);
+	json_array_clear(op->doomed);
+	op->stage--;
+	op_io_wait(op);
+	return 1;
+}
+
 static void
 delete_step(struct op *op, json_t *ret)
 {
@@ -260,9 +338,9 @@ delete_step(struct op *op, json_t *ret)
 			op->mem_files = snap_memory_all(snap.tree);
 		if (op->name == NULL) {
 			op->name = xstrdup(name);
-			if (op->flag != DELETE_MERGE) {
+			if (op->flag == DELETE_METADATA) {
 				/*
-				 * These write the tree at their end: first the
+				 * It writes the tree at its end: first the
 				 * state directory must take a tree file. This
 				 * stage runs again once that is known.
 				 */
@@ -292,11 +370,14 @@ delete_step(struct op *op, json_t *ret)
 			    delete_check_exports(op, json_object_get(op->result,
 			    "files")) == -1)
 				return;
+			/*
+			 * The tree forgets them first, and says so, then
+			 * their images go: a crash between leaves files that
+			 * belong to nothing, never a tree naming lost files.
+			 */
+			op_tree_begin(op);
 			delete_subtree_forget(op);
-			op->i = 0;
-			op->stage = 9;
-			op->step = remove_step;
-			remove_step(op, NULL);
+			delete_intent(op);
 			return;
 		}
 		files = json_array();
@@ -318,8 +399,7 @@ delete_step(struct op *op, json_t *ret)
 			snap_tree_keep_base(snap.tree, &s->disks[n]);
 		snap_remove(snap.tree, s);
 		op->subject = NULL;
-		op_tree_prepare(op);
-		op_io_wait(op);
+		delete_intent(op);
 		return;
 	case 2:
 		op_commit(op);
@@ -330,6 +410,12 @@ delete_step(struct op *op, json_t *ret)
 			op_fail(op, "%s", op->commit_error);
 			return;
 		}
+		if (op->flag != DELETE_MERGE) {
+			op->stage = 9;
+			op->step = remove_step;
+			remove_step(op, NULL);
+			return;
+		}
 		xasprintf(&op->fail_context, "snapshot %s was deleted, but "
 		    "merging its images failed (they stay as unnamed bases): ",
 		    op->name);
@@ -337,6 +423,8 @@ delete_step(struct op *op, json_t *ret)
 		op->i = 0;
 		/* FALLTHROUGH */
 	case 4:
+		if (unlink_doomed(op))
+			return;
 		/* The next merge: open the image that sits on it. */
 		while (op->i < json_array_size(op->plan) &&
 		    !merge_choose(json_array_get(op->plan, op->i)))
@@ -361,6 +449,15 @@ delete_step(struct op *op, json_t *ret)
 		if (dnode == NULL || bnode == NULL) {
 			op_fail(op, "cannot merge %s: %s is not open", path,
 			    dnode == NULL ? into : f->backing);
+			return;
+		}
+		if (op->intent_merge != m) {
+			/* Which merge runs, for a recovery to see it through. */
+			json_decref(op->intent_merge);
+			op->intent_merge = json_incref(m);
+			op_intent(op, "merge");
+			op->stage = 5;
+			op_io_wait(op);
 			return;
 		}
 		op->progress = "delete";
@@ -388,15 +485,8 @@ delete_step(struct op *op, json_t *ret)
 		op->result = json_pack("{s:[{s:s, s:b}], s:[]}", "files",
 		    "file", gone, "owned", merge_is_commit(m) ? dep->owned :
 		    f->owned, "gone");
-		if (merge_is_commit(m)) {
-			/* The branch now runs on the image merged into. */
-			snap_file_take(dep, f);
-			snap_tree_touch_file(snap.tree, dep);
-			snap_tree_drop_base(snap.tree, path);
-		} else {
-			free(dep->backing);
-			dep->backing = f->backing ? xstrdup(f->backing) : NULL;
-			snap_tree_touch_file(snap.tree, dep);
+		merge_apply(path, into, merge_is_commit(m), NULL);
+		if (!merge_is_commit(m)) {
 			if ((b = branch_of_overlay(snap.tree, into)) != NULL &&
 			    !b->attached &&
 			    (dnode = op_node_of(op, into)) != NULL) {
@@ -455,8 +545,10 @@ delete_step(struct op *op, json_t *ret)
 		}
 		/* The saved VM states of what left the tree go too. */
 		files = snap_memory_gone(snap.tree, op->mem_files);
-		op_unlink(op, files);
+		json_array_extend(op->doomed, files);
 		json_decref(files);
+		op_unlink(op, op->doomed);
+		json_array_clear(op->doomed);
 		op_io_wait(op);
 		return;
 	case 12:
@@ -475,7 +567,6 @@ static void
 remove_step(struct op *op, json_t *ret)
 {
 	json_t			*files = json_object_get(op->result, "files");
-	json_t			*gone;
 	struct snap_file	*f, *dep;
 	const char		*path, *node;
 	char			 fnode[40];
@@ -514,16 +605,12 @@ remove_step(struct op *op, json_t *ret)
 		if (node != NULL)
 			op_forget_node(op, path);
 		snap_tree_drop_base(snap.tree, path);
-		/* Only what qbranch made is ever removed. */
-		if (owned) {
-			log_debug("removing %s", path);
-			gone = json_pack("[s]", path);
-			op_unlink(op, gone);
-			json_decref(gone);
-			json_array_remove(files, 0);
-			op_io_wait(op);		/* then on with the next */
-			return;
-		}
+		/*
+		 * Only what qbranch made is ever removed, and only once the
+		 * tree file no longer names it (unlink_doomed()).
+		 */
+		if (owned)
+			json_array_append_new(op->doomed, json_string(path));
 		json_array_remove(files, 0);
 	}
 	json_decref(op->result);

@@ -89,6 +89,7 @@ revert_exec(struct client *c, json_t *args, const char *id, size_t idlen)
 	}
 	if ((op = op_new(c, args, id, idlen, revert_step)) == NULL)
 		return;
+	op->kind = "revert";
 	revert_step(op, NULL);
 }
 
@@ -262,6 +263,7 @@ revert_step(struct op *op, json_t *ret)
 		/* The tree first (a full state directory stops us here). */
 		op_tree_begin(op);
 		op->subject2 = revert_apply(op, s);
+		op->doomed = json_incref(op->result);
 		op_tree_prepare(op);
 		op_attach(op, 0, run);
 		return;

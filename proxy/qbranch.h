@@ -318,6 +318,7 @@ void			 snap_memory_files(const struct snap_memory *,
 			    json_t *);
 uint64_t		 snap_memory_size(const struct snap_memory *);
 struct snap_memory	*snap_memory_from_json(json_t *, char **);
+json_t			*snap_memory_json(const struct snap_memory *);
 json_t			*snap_memory_all(const struct snap_tree *);
 json_t			*snap_memory_gone(const struct snap_tree *, json_t *);
 uint32_t		*snap_files_hashes(const struct snap_file *, size_t);
@@ -724,6 +725,20 @@ struct op {
 	json_t		*sync_first;	/* files to sync before the commit */
 	json_t		*mem_files;	/* every saved state's, before */
 	struct timespec	 mark;		/* op_mark() */
+
+	/* crash safety (intent.c, fault.c) */
+	const char	*kind;		/* create, revert...; NULL: none */
+	unsigned	 points;	/* fault points passed */
+	char		 calling[40];	/* the command last sent */
+	int		 intent_written;
+	int		 intent_keep;	/* it outlives the operation */
+	int		 committed;	/* QEMU changed for good */
+	int64_t		 intent_seq;	/* the tree file's seq before */
+	json_t		*intent_before;	/* {device: file} before */
+	json_t		*intent_merge;	/* the merge under way */
+	int		 new_overlays;	/* op->paths are files it makes */
+	int		 stops_vm;	/* it stops a running VM */
+	json_t		*doomed;	/* files it removes once committed */
 };
 
 struct snap_state {
@@ -739,6 +754,7 @@ struct snap_state {
 	int			 reconciling;	/* clients wait for it */
 	int			 reconcile_due;	/* once the operation ends */
 	int			 broken_by_vm;	/* not by the tree file */
+	json_t			*intent;	/* an operation's, unfinished */
 };
 extern struct snap_state snap;
 
@@ -771,6 +787,7 @@ void		 op_call(struct op *, const char *, json_t *);
 void		 op_call_all(struct op *, json_t *);
 const char	*op_first_error(json_t *);
 void		 op_job(struct op *, const char *, json_t *);
+void		 op_job_adopt(struct op *, const char *, const char *, int);
 void		 op_undo_call(struct op *, const char *, json_t *);
 void		 op_undo_unlink(struct op *, const char *);
 void		 op_paths_alloc(struct op *, size_t);
@@ -790,6 +807,22 @@ void		 op_tree_preflight(struct op *);
 void		 op_tree_save(struct op *);
 void		 op_tree_rollback(struct op *);
 void		 op_tree_end(struct op *);
+int		 op_tree_record(struct op *, const char **, const char **);
+
+/* intent.c: what an operation is about to do, for recover.c. */
+void		 op_intent_begin(struct op *);
+void		 op_intent(struct op *, const char *);
+int		 op_intent_end(struct op *);
+void		 intent_load(void);
+void		 intent_clear(struct op *);
+
+/* recover.c: an operation cut short, finished or taken back. */
+int		 snap_recover(void);
+
+/* fault.c: fault points, for the crash tests. */
+void		 fault_init(void);
+int		 fault_point(struct op *, const char *, const char *, int);
+json_t		*fault_reply(const char *);
 
 /* snap-discover.c: what QEMU has, and the tree checked against it. */
 #define DISCOVER_DISKS	0	/* run state, disks, exports */
@@ -831,6 +864,10 @@ void		 io_run(void (*)(void *), void (*)(void *), void *);
 
 /* snap-attach.c */
 void		 op_attach(struct op *, int, int);
+void		 op_attach_switched(struct op *, int);
+
+/* cmd-snapshot-delete.c */
+void		 merge_apply(const char *, const char *, int, json_t *);
 const char	*op_backing_format(struct op *, size_t);
 int		 op_path_is_allowed(const char *, const struct snap_tree *);
 char		*op_image_path(const struct snap_tree *, const char *,

@@ -494,6 +494,8 @@ main(int argc, char **argv)
 	io_init();
 	tree_file_check = getenv("QBRANCHD_CHECK_TREE") != NULL;
 	snap_init();
+	intent_load();
+	fault_init();
 	if (qemu_argv != NULL) {
 		if ((path = launch_start(qemu_argv, &exit_status)) == NULL) {
 			close_listeners();

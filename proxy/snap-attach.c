@@ -45,6 +45,26 @@ op_attach(struct op *op, int open_existing, int run)
 	op->astage = 0;
 	op->i = 0;
 	op->step = attach_step;
+	/* What it will do, for a recovery (recover.c), before any of it. */
+	op->new_overlays = !open_existing;
+	op->stops_vm = 1;
+	op_intent(op, "begin");
+	op_io_wait(op);
+}
+
+/*
+ * Goes on with a move whose transaction QEMU has done (recover.c): the new
+ * tops are cut loose, the guest loaded or reset, what is left closed, and
+ * the VM run if run says.
+ */
+void
+op_attach_switched(struct op *op, int run)
+{
+	op->run_after = run;
+	op->attach_resume = op->step;
+	op->astage = 5;
+	op->late = 0;
+	op->step = attach_step;
 	attach_step(op, NULL);
 }
 
@@ -110,6 +130,12 @@ attach_step(struct op *op, json_t *ret)
 	case 10:
 		if (op->mem_save != NULL)
 			op_mark(op, "save");
+		/* The tree it commits, for a recovery to finish the move. */
+		op->astage = 12;
+		op_intent(op, "switch");
+		op_io_wait(op);
+		return;
+	case 12:
 		actions = json_array();
 		for (i = 0; i < op->npaths; i++) {
 			d = op_disk(op, op->devs[i]);

@@ -171,6 +171,30 @@ op_discover(struct op *op, int what)
 	op_call_all(op, calls);
 }
 
+/*
+ * The file of an image as QEMU names it. An image opened on a backing other
+ * than its header's (an overlay between a snapshot and its reopen) is
+ * named by its options, "json:{..., "file": {"filename": ...}}".
+ */
+static char *
+file_of_filename(const char *name)
+{
+	json_t		*o;
+	const char	*file;
+	char		*path;
+
+	if (name == NULL)
+		return xstrdup("");
+	if (strncmp(name, "json:", 5) != 0 ||
+	    (o = json_loads(name + 5, 0, NULL)) == NULL)
+		return xstrdup(name);
+	file = json_string_value(json_object_get(json_object_get(o, "file"),
+	    "filename"));
+	path = xstrdup(file != NULL ? file : name);
+	json_decref(o);
+	return path;
+}
+
 /* The writable disks in a query-block reply, as an array of n. */
 static struct disk_info *
 disks_parse(json_t *ret, size_t *n)
@@ -196,7 +220,7 @@ disks_parse(json_t *ret, size_t *n)
 		d->device = dev;
 		d->node = xstrdup(json_string_value(json_object_get(ins,
 		    "node-name")));
-		d->file = xstrdup(file != NULL ? file : "");
+		d->file = file_of_filename(file);
 		/* A device on a bare file node reads it as raw would. */
 		name = json_string_value(json_object_get(img, "format"));
 		d->format = xstrdup(name != NULL && (strcmp(name, "file") ==
@@ -386,6 +410,9 @@ snap_upstream_ready(void)
 		return;
 	}
 	snap.reconciling = 1;
+	/* An operation cut short is dealt with first; this runs again then. */
+	if (snap_recover())
+		return;
 	op = op_new_internal(reconcile_step);
 	op->reconcile = 1;
 	op->on_end = reconcile_end;
@@ -398,7 +425,8 @@ discover_done(struct op *op, json_t *replies)
 	struct branch		*b;
 	struct disk_info	*d;
 	const char		*error, *status;
-	json_t			*ret;
+	json_t			*ret, *n;
+	char			*file;
 	size_t			 i;
 
 	if ((error = op_first_error(replies)) != NULL) {
@@ -417,10 +445,16 @@ discover_done(struct op *op, json_t *replies)
 	op->exports = json_incref(json_object_get(json_array_get(replies, 2),
 	    "return"));
 	json_decref(op->nodes);
-	op->nodes = json_incref(json_object_get(json_array_get(replies, 3),
+	op->nodes = json_deep_copy(json_object_get(json_array_get(replies, 3),
 	    "return"));
 	if (op->nodes == NULL)
 		op->nodes = json_array();
+	json_array_foreach(op->nodes, i, n) {
+		file = file_of_filename(json_string_value(json_object_get(n,
+		    "file")));
+		json_object_set_new(n, "file", json_string(file));
+		free(file);
+	}
 	/* The tree's attached branch must be what QEMU runs. */
 	if ((b = branch_attached(snap.tree)) != NULL && !op->reconcile) {
 		for (i = 0; i < b->ndisks; i++) {

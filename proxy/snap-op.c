@@ -126,7 +126,8 @@ op_finish(struct op *op)
 	struct client	*c = op->client;
 	size_t		 i;
 
-	if (op->io_pending > 0) {
+	/* Its intent goes first: until then, it holds clients off. */
+	if (op_intent_end(op) || op->io_pending > 0) {
 		/* A thread still writes for it: it ends when that is done. */
 		op->finish_deferred = 1;
 		return;
@@ -154,6 +155,9 @@ op_finish(struct op *op)
 	json_decref(op->sync_first);
 	json_decref(op->memdevs);
 	json_decref(op->mem_files);
+	json_decref(op->intent_before);
+	json_decref(op->intent_merge);
+	json_decref(op->doomed);
 	snap_memory_free(op->mem_load);
 	snap_memory_free(op->mem_save);
 	free(op->commit_error);
@@ -287,6 +291,7 @@ op_io_done(void *arg)
 	struct op	*op = io->op;
 
 	op->io_pending--;
+	fault_point(op, "after", "file work", 0);
 	if (io->after != NULL)
 		io->after(io);
 	else if (io->error != NULL && op->io_error == NULL) {
@@ -356,6 +361,7 @@ op_io(struct op *op, char *(*work)(struct op_io *),
 	io->data = data;
 	io->op = op;
 	op->io_pending++;
+	fault_point(op, "before", "file work", 0);
 	io_run(op_io_work, op_io_done, io);
 }
 
@@ -421,10 +427,32 @@ op_undo_unlink(struct op *op, const char *path)
 	json_array_append_new(op->undo, json_pack("{s:s}", "unlink", path));
 }
 
+/*
+ * Whether a fault point may make the step fail: not while undoing, nor
+ * once QEMU changed for good (what fails then is left to a recovery, which
+ * the crash tests reach by killing qbranchd there).
+ */
+static int
+op_can_fail(struct op *op)
+{
+	return !op->undoing && !op->committed;
+}
+
 /* Sends a command; the step continues with its "return" (args stolen). */
 void
 op_call(struct op *op, const char *execute, json_t *args)
 {
+	json_t	*fake;
+
+	snprintf(op->calling, sizeof op->calling, "%s", execute);
+	if (fault_point(op, "before", execute, op_can_fail(op)) == -1) {
+		/* As if QEMU had refused it. */
+		json_decref(args);
+		fake = fault_reply(execute);
+		op_reply_cb(fake, op);
+		json_decref(fake);
+		return;
+	}
 	upstream_call(execute, args, op_reply_cb, op);
 }
 
@@ -434,9 +462,12 @@ op_reply_cb(json_t *reply, void *arg)
 	struct op	*op = arg;
 	json_t		*err;
 
+	if (reply != NULL)
+		fault_point(op, "after", op->calling, 0);
 	if (reply == NULL) {
 		/* QEMU is gone: nothing can be undone through it now. */
 		json_array_clear(op->undo);
+		op->intent_keep = 1;
 		op_fail(op, "QEMU went away during the operation");
 		return;
 	}
@@ -474,6 +505,7 @@ all_continue(struct op *op)
 	/* Replies may come back at once (QEMU gone): not while sending. */
 	if (op->sending || op->replies_due > 0)
 		return;
+	fault_point(op, "after", "commands sent together", 0);
 	replies = op->replies;
 	op->replies = NULL;
 	op->step = op->all_resume;
@@ -487,11 +519,12 @@ all_reply_cb(json_t *reply, void *arg)
 	struct call_slot	*slot = arg;
 	struct op		*op = slot->op;
 
-	if (reply == NULL)
+	if (reply == NULL) {
+		op->intent_keep = 1;
 		reply = json_pack("{s:{s:s, s:s}}", "error", "class",
 		    "GenericError", "desc", "QEMU went away during the "
 		    "operation");
-	else
+	} else
 		json_incref(reply);
 	json_array_set_new(op->replies, slot->index, reply);
 	free(slot);
@@ -506,11 +539,20 @@ op_call_all(struct op *op, json_t *calls)
 	struct call_slot	*slot;
 	json_t			*c;
 	size_t			 i;
+	int			 refuse;
 
+	refuse = fault_point(op, "before", "commands sent together",
+	    op_can_fail(op)) == -1;
 	op->all_resume = op->step;
 	op->replies = json_array();
 	op->sending = 1;
 	json_array_foreach(calls, i, c) {
+		if (refuse) {
+			/* As if QEMU had refused each. */
+			json_array_append_new(op->replies, fault_reply(
+			    json_string_value(json_object_get(c, "execute"))));
+			continue;
+		}
 		json_array_append_new(op->replies, json_null());
 		slot = xcalloc(1, sizeof *slot);
 		slot->op = op;
@@ -594,13 +636,17 @@ progress_stop(struct op *op)
 static void	job_started(struct op *, json_t *);
 static void	job_queried(struct op *, json_t *);
 static void	job_conclude(struct op *);
+static void	job_complete_cb(json_t *, void *);
+static void	job_cancel_cb(json_t *, void *);
 
 void
 op_job(struct op *op, const char *execute, json_t *args)
 {
 	static unsigned	 serial;
 
-	snprintf(op->job, sizeof op->job, "qbranch-job-%u", ++serial);
+	/* Unique beyond this process: QEMU may keep a job it left. */
+	snprintf(op->job, sizeof op->job, "qbranch-job-%d-%u", (int)getpid(),
+	    ++serial);
 	op->job_concluded = 0;
 	json_object_set_new(args, "job-id", json_string(op->job));
 	op->job_resume = op->step;
@@ -613,6 +659,35 @@ op_job(struct op *op, const char *execute, json_t *args)
 		evtimer_add(op->progress_timer, &tv);
 	}
 	op_call(op, execute, args);
+}
+
+/*
+ * A job of qbranch's that QEMU ran on while qbranchd was away, in status:
+ * the step waits for it as for its own (its error goes to op->job_error),
+ * completing it once ready if complete says, else cancelling it.
+ */
+void
+op_job_adopt(struct op *op, const char *id, const char *status, int complete)
+{
+	snprintf(op->job, sizeof op->job, "%s", id);
+	op->job_concluded = 0;
+	op->job_started = 1;
+	op->job_tolerate = 1;
+	op->job_complete = complete;
+	op->job_resume = op->step;
+	op->step = job_queried;
+	if (strcmp(status, "concluded") == 0) {
+		op->job_concluded = 1;
+		job_conclude(op);
+		return;
+	}
+	if (strcmp(status, "ready") == 0) {
+		op->job_complete = 0;
+		upstream_call(complete ? "job-complete" : "job-cancel",
+		    json_pack("{s:s}", "id", id), complete ? job_complete_cb :
+		    job_cancel_cb, NULL);
+	}
+	/* Else its conclusion comes as an event. */
 }
 
 static void

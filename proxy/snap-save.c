@@ -219,6 +219,7 @@ op_tree_begin(struct op *op)
 	free(op->tree_backup);
 	op->tree_backup = snap.model_dirty ? snap_tree_text(snap.tree) : NULL;
 	op->tree_began = 1;
+	op_intent_begin(op);
 }
 
 static void
@@ -297,6 +298,22 @@ op_tree_preflight(struct op *op)
 	op_io(op, tree_preflight_work, NULL, end);
 }
 
+/*
+ * The prepared write of op, for its intent: the journal record, else the
+ * whole file. Returns -1 when there is none.
+ */
+int
+op_tree_record(struct op *op, const char **record, const char **whole)
+{
+	struct tree_write	*tw = op->tree_write;
+
+	if (tw == NULL)
+		return -1;
+	*record = tw->record;
+	*whole = tw->text;
+	return 0;
+}
+
 /* Brings the model back to what it was at op_tree_begin(). */
 void
 op_tree_rollback(struct op *op)
@@ -358,6 +375,7 @@ op_commit(struct op *op)
 	size_t			 i;
 
 	json_array_clear(op->undo);
+	op->committed = 1;
 	if (!op->tree_prepared)
 		return;
 	if (tw != NULL && json_array_size(op->sync_first) > 0) {
@@ -488,5 +506,7 @@ snap_shutdown(void)
 	tree_file_clear(&snap.saved);
 	free(snap.broken);
 	snap.broken = NULL;
+	json_decref(snap.intent);
+	snap.intent = NULL;
 	snap_memory_shutdown();
 }

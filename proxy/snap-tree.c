@@ -304,6 +304,23 @@ snap_memory_from_json(json_t *o, char **cause)
 	return m;
 }
 
+/* A saved state in its file form (new reference), or null. */
+json_t *
+snap_memory_json(const struct snap_memory *m)
+{
+	json_t	*ram;
+	size_t	 i;
+
+	if (m == NULL)
+		return json_null();
+	ram = json_array();
+	for (i = 0; i < m->nram; i++)
+		json_array_append_new(ram, json_pack("{s:s, s:s}", "backend",
+		    m->ram[i].backend, "file", m->ram[i].file));
+	return json_pack("{s:s, s:s, s:o}", "state", m->state, "vm-state",
+	    m->vm_state, "ram", ram);
+}
+
 /* Frees a tree. */
 void
 snap_tree_free(struct snap_tree *t)
