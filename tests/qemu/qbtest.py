@@ -386,14 +386,14 @@ class Env:
         return q
 
     def start_proxy(self, qemu_sock="qemu.sock", listen=("proxy.sock",),
-                    args=(), wait=True, name=None):
+                    args=(), wait=True, name=None, environ=None):
         if not QBRANCHD:
             raise QBTestError("QBRANCHD is not set")
         if name is None:
             name = "qbranchd%d" % sum(isinstance(p, Proxy)
                                       for p in self._procs)
         p = Proxy(self, self.path(qemu_sock), [self.path(l) for l in listen],
-                  ["-v"] + list(args), name)
+                  ["-v"] + list(args), name, environ=environ)
         if wait:
             p.wait_ready()
         return p
