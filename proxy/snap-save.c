@@ -429,7 +429,7 @@ snap_init(void)
 {
 	json_error_t	 err;
 	json_t		*v = NULL;
-	char		*text, *journal = NULL, *cause = NULL;
+	char		*text, *journal = NULL, *cause = NULL, *nul;
 	size_t		 len, jlen = 0, good = 0;
 
 	memset(&snap.saved, 0, sizeof snap.saved);
@@ -453,6 +453,14 @@ snap_init(void)
 	if (text == NULL)
 		goto broken;
 	snap.file_len = len;
+	/* jansson reads a NUL byte as the end of the file and says so. */
+	if (len == 0)
+		cause = xstrdup("it is empty");
+	else if ((nul = memchr(text, '\0', len)) != NULL)
+		xasprintf(&cause, "a NUL byte at offset %zu", (size_t)(nul -
+		    text));
+	if (cause != NULL)
+		goto broken;
 	if ((v = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err)) ==
 	    NULL) {
 		xasprintf(&cause, "line %d, column %d: %s", err.line,

@@ -1655,8 +1655,9 @@ def run(main, timeout=None):
     if _tap.n == 0:
         fail("at least one test point ran")
     sys.stdout.write("1..%d\n" % _tap.n)
-    if _tap.failed and env is not None:
-        env.dump_logs()
+    if _tap.failed:
+        for e in list(_envs):   # the test's own further Envs too
+            e.dump_logs()
     sys.stdout.flush()
     _cleanup_all()
     sys.exit(0)
