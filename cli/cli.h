@@ -149,6 +149,9 @@ extern const struct verb	verb_parent_entry;
 extern const struct verb	verb_disks_entry;
 extern const struct verb	verb_status_entry;
 
+/* verb-orphans.c */
+extern const struct verb	verb_orphans_entry;
+
 /* verb-qmp.c */
 extern const struct verb	verb_qmp_entry;
 extern const struct verb	verb_events_entry;

@@ -4,6 +4,7 @@
  *   qbranch [-c SOCKET] __complete verbs
  *   qbranch [-c SOCKET] __complete options VERB
  *   qbranch [-c SOCKET] __complete snapshots | branches | devices | commands
+ *   qbranch [-c SOCKET] __complete orphans
  *
  * Verbs and options come from the verb table, so the completion never
  * falls behind; names come from the proxy. Quiet on any failure: a
@@ -98,13 +99,16 @@ complete_exec(struct cli *cli, int argc, char **argv)
 		    "device");
 	if (strcmp(what, "commands") == 0)
 		return complete_names(cli, "query-commands", NULL, "name");
+	if (strcmp(what, "orphans") == 0)
+		return complete_names(cli, "qbranch-query-orphans", "orphans",
+		    "file");
 	return EXIT_USAGE;
 }
 
 const struct verb verb_complete_entry = {
 	.name = "__complete",
 	.synopsis = "verbs | options VERB | snapshots | branches | devices | "
-	    "commands",
+	    "commands | orphans",
 	.summary = "words for the shell's completion",
 	.longopts = no_opts,
 	.exec = complete_exec,

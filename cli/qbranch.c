@@ -32,6 +32,7 @@ const struct verb *const verbs[] = {
 	&verb_parent_entry,
 	&verb_disks_entry,
 	&verb_status_entry,
+	&verb_orphans_entry,
 	&verb_qmp_entry,
 	&verb_events_entry,
 	&verb_complete_entry,

@@ -21,6 +21,8 @@ static const struct cmd_entry *cmd_table[] = {
 	&cmd_query_snapshots_entry,
 	&cmd_query_branches_entry,
 	&cmd_query_disks_entry,
+	&cmd_query_orphans_entry,
+	&cmd_orphans_delete_entry,
 };
 
 /* Answers a request with a GenericError; cause is freed. */

@@ -385,6 +385,13 @@ int			 qcow2_overlay_build(uint64_t, const char *,
 			    const char *, unsigned char **, size_t *,
 			    uint64_t *, char **);
 
+/* orphan-match.c: what the files qbranch makes look like. */
+#define ORPHAN_QCOW2_HEAD	20	/* bytes orphan_qcow2_backing() reads */
+int			 orphan_name_is_image(const char *, const char *);
+int			 orphan_name_is_memory(const char *);
+int			 orphan_qcow2_backing(const unsigned char *, size_t,
+			    uint64_t *, uint32_t *);
+
 /* snap-store.c: atomic files in the state directory. */
 int			 store_prepare(const char *, const char *, const char *,
 			    char **);
@@ -612,6 +619,8 @@ extern const struct cmd_entry cmd_snapshot_edit_entry;
 extern const struct cmd_entry cmd_query_snapshots_entry;
 extern const struct cmd_entry cmd_query_branches_entry;
 extern const struct cmd_entry cmd_query_disks_entry;
+extern const struct cmd_entry cmd_query_orphans_entry;
+extern const struct cmd_entry cmd_orphans_delete_entry;
 
 /* snap-op.c: the engine under every snapshot operation. */
 #define SNAP_TREE_FILE	"tree.json"
@@ -823,6 +832,15 @@ int		 snap_recover(void);
 void		 fault_init(void);
 int		 fault_point(struct op *, const char *, const char *, int);
 json_t		*fault_reply(const char *);
+
+/* snap-orphans.c: files qbranch made that nothing uses. */
+struct orphan_scan;
+struct orphan_scan *orphan_scan_new(const struct snap_tree *, json_t *);
+void		 orphan_scan_run(struct orphan_scan *);
+json_t		*orphan_scan_list(const struct orphan_scan *);
+void		 orphan_scan_free(struct orphan_scan *);
+void		 orphan_inuse_nodes(json_t *, json_t *);
+void		 orphan_inuse_block(json_t *, json_t *);
 
 /* snap-discover.c: what QEMU has, and the tree checked against it. */
 #define DISCOVER_DISKS	0	/* run state, disks, exports */

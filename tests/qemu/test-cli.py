@@ -187,7 +187,7 @@ def usage(q):
     r = qbranch("--help")
     verbs = ["create", "revert", "switch", "delete", "branch-delete", "edit",
              "list", "tree", "branches", "info", "current", "parent",
-             "disks", "status", "qmp", "events"]
+             "disks", "status", "orphans", "qmp", "events"]
     ok(r.rc == 0 and all(re.search(r"^  %s " % v, r.out, re.M)
                          for v in verbs) and "__complete" not in r.out,
        "--help lists every verb (not the hidden one)", repr(r))
@@ -745,7 +745,7 @@ def main(env):
 def verbs_expected():
     return ["create", "revert", "switch", "delete", "branch-delete", "edit",
             "list", "tree", "branches", "info", "current", "parent",
-            "disks", "status", "qmp", "events", "help"]
+            "disks", "status", "orphans", "qmp", "events", "help"]
 
 
 qbtest.run(main, timeout=120)
