@@ -97,7 +97,8 @@ qmp_client_read_line(struct qmp_client *c, int timeout_ms, char **line, char **c
 	int		 wait, rv;
 
 	for (;;) {
-		start = c->in.data + c->off;
+		/* No offset added to the NULL of a buffer never filled. */
+		start = c->in.data != NULL ? c->in.data + c->off : NULL;
 		len = c->in.len - c->off;
 		if (len > 0 && (nl = memchr(start, '\n', len)) != NULL) {
 			c->off += nl - start + 1;

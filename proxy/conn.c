@@ -329,6 +329,8 @@ conn_send_fds(struct conn *c, struct fdbatch *b, size_t len)
 	if (nv > 8)
 		nv = 8;
 	memset(&msg, 0, sizeof msg);
+	/* Padding included: every byte of the control data is defined. */
+	memset(&cmsgbuf, 0, sizeof cmsgbuf);
 	msg.msg_iov = (struct iovec *)v;
 	msg.msg_iovlen = nv;
 	msg.msg_control = cmsgbuf.buf;

@@ -44,9 +44,12 @@ snap_job_find(const char *id)
 static void
 snap_job_status(struct snap_job *j, const char *status)
 {
+	json_t	*data;
+
 	j->status = status;
-	client_broadcast_event("JOB_STATUS_CHANGE", json_pack("{s:s, s:s}",
-	    "status", status, "id", j->id));
+	data = json_pack("{s:s, s:s}", "status", status, "id", j->id);
+	client_broadcast_event("JOB_STATUS_CHANGE", data);	/* borrows */
+	json_decref(data);
 }
 
 static void

@@ -20,6 +20,19 @@ Environment:
     QBRANCH_QEMU   qemu-system-x86_64 to use (default "qemu-system-x86_64")
     QBTEST_TIMEOUT hard per-file timeout in seconds (default 60)
     QBTEST_KEEP    if set, keep the temporary directory
+    QBTEST_WRAPPER a command (split as by a shell) put before every qbranchd
+                   the helpers start, e.g. "valgrind -q --log-file=
+                   %q{QBTEST_REPORT_DIR}/valgrind.%p ..." (scripts/test
+                   --valgrind); the hard timeout is then tripled
+
+Sanitizer and memory-checker reports are failures. Each test file gets a
+report directory, $QBTEST_REPORT_DIR, and every program it runs inherits
+ASAN_OPTIONS and UBSAN_OPTIONS with log_path pointing there. When main()
+returns, every process is stopped (so that LeakSanitizer and valgrind
+report at exit); then each non-empty file in that directory, and each
+sanitizer report in the output of a process the helpers started (gcc's
+UBSan writes to stderr whatever log_path says), is one failed test point
+with the report as its diagnostics.
 
 Only the Python standard library is used.
 """
@@ -28,6 +41,8 @@ import atexit
 import errno
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -49,6 +64,10 @@ QEMU_IMG = os.environ.get("QBRANCH_QEMU_IMG") or "qemu-img"
 REGION = 64 * 1024      # the unit the data helpers write and check
 MiB = 1024 * 1024
 HARD_TIMEOUT = int(os.environ.get("QBTEST_TIMEOUT") or "60")
+WRAPPER = shlex.split(os.environ.get("QBTEST_WRAPPER") or "")
+# How long a process may take to exit after SIGTERM before it is killed:
+# long enough for LeakSanitizer, or valgrind's leak check, at exit.
+STOP_TIMEOUT = 60.0 if WRAPPER else 10.0
 # Every qbranchd a test starts checks each tree line it keeps against the
 # model at every write (a change without snap_touch() aborts it).
 os.environ.setdefault("QBRANCHD_CHECK_TREE", "1")
@@ -152,6 +171,8 @@ _envs = []
 def _cleanup_all():
     for env in list(_envs):
         env.cleanup()
+    if _report_dir and not os.environ.get("QBTEST_KEEP"):
+        shutil.rmtree(_report_dir, ignore_errors=True)
 
 
 atexit.register(_cleanup_all)
@@ -168,6 +189,68 @@ def _tmpbase():
     if len(base) > 40:
         base = "/tmp"
     return base
+
+
+# --------------------------------------------------------------------------
+# Sanitizer and memory-checker reports
+
+
+_report_dir = None
+_reports = []           # (what, text) found in the output of processes
+# The first line of an ASan/LSan report, of a UBSan one, or their summary.
+_SANITIZER_RE = re.compile(r"^(?:==\d+==ERROR: \w*Sanitizer"
+                           r"|\S+:\d+:\d+: runtime error: "
+                           r"|SUMMARY: \w*Sanitizer)", re.M)
+
+
+def _reports_start():
+    """Make this file's report directory and point the sanitizers of every
+    program started from now on at it (QBTEST_WRAPPER may use it too)."""
+    global _report_dir
+    _report_dir = tempfile.mkdtemp(prefix="qbt-reports-", dir=_tmpbase())
+    os.environ["QBTEST_REPORT_DIR"] = _report_dir
+    # Files DIR/sanitizer.PROGRAM.PID, whichever sanitizer reports.
+    opts = "log_path=%s/sanitizer:log_exe_name=1" % _report_dir
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        old = os.environ.get(var)
+        # Later options win: this log_path overrides any given before.
+        os.environ[var] = "%s:%s" % (old, opts) if old else opts
+
+
+def _reports_scan_log(proc):
+    """Keep any sanitizer report in the output of a stopped process."""
+    text = proc.log_text()
+    m = _SANITIZER_RE.search(text)
+    if m:
+        _reports.append(("%s output" % proc.label, text[m.start():]))
+
+
+def _reports_check():
+    """One failed test point per report: each non-empty file in the report
+    directory, each report found in a process's output."""
+    found = list(_reports)
+    try:
+        names = sorted(os.listdir(_report_dir)) if _report_dir else []
+    except OSError as e:
+        fail("the report directory can be read", str(e))
+        names = []
+    for name in names:
+        try:
+            with open(os.path.join(_report_dir, name), "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        if text.strip():
+            found.append((name, text))
+    for what, text in found[:10]:
+        lines = text.splitlines()
+        if len(lines) > 200:
+            lines = lines[:200] + ["[... %d more lines ...]"
+                                   % (len(lines) - 200)]
+        fail("no sanitizer or memory-checker report (%s)" % what, *lines)
+    if found[10:]:
+        fail("no sanitizer or memory-checker report (%d more)"
+             % len(found[10:]), *[what for what, text in found[10:]])
 
 
 def _proc_alive(proc):
@@ -209,10 +292,15 @@ class _Proc:
     def stop(self):
         if self.alive():
             self.proc.terminate()
-            if self.wait(2) is None:
+            if self.wait(STOP_TIMEOUT) is None:
+                # Nothing it would report at exit is known then.
+                diag("%s did not exit within %g s of SIGTERM: killed"
+                     % (self.label, STOP_TIMEOUT))
                 self.proc.kill()
                 self.wait(2)
-        self._logf.close()
+        if not self._logf.closed:
+            self._logf.close()
+            _reports_scan_log(self)
 
     def log_text(self):
         try:
@@ -269,7 +357,7 @@ class Proxy(_Proc):
         # "PATH,rules=FILE" listens on PATH with those rules.
         self.listen = [l.split(",rules=")[0] for l in listen]
         self._old_ino = {p: _ino(p) for p in self.listen}
-        argv = [QBRANCHD]
+        argv = WRAPPER + [QBRANCHD]
         if qemu_sock:
             argv += ["--qemu", qemu_sock]
         for p in listen:
@@ -432,7 +520,8 @@ class Env:
     def run_proxy(self, args, timeout=DEFAULT_TIMEOUT):
         """Run qbranchd with exactly these args to completion (e.g. -n).
         Returns (status, output)."""
-        r = subprocess.run([QBRANCHD] + list(args), stdin=subprocess.DEVNULL,
+        r = subprocess.run(WRAPPER + [QBRANCHD] + list(args),
+                           stdin=subprocess.DEVNULL,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            timeout=timeout)
         return r.returncode, r.stdout.decode("utf-8", "replace")
@@ -591,10 +680,8 @@ class Env:
                 lines = lines[-300:]
             diag(*lines)
 
-    def cleanup(self):
-        if self._cleaned:
-            return
-        self._cleaned = True
+    def stop(self):
+        """Close the clients and stop every process, newest first."""
         for c in self._clients:
             c.close()
         for p in reversed(self._procs):
@@ -602,6 +689,12 @@ class Env:
                 p.stop()
             except Exception:
                 pass
+
+    def cleanup(self):
+        if self._cleaned:
+            return
+        self._cleaned = True
+        self.stop()
         if not os.environ.get("QBTEST_KEEP"):
             shutil.rmtree(self.dir, ignore_errors=True)
         if self in _envs:
@@ -1634,10 +1727,15 @@ def run(main, timeout=None):
     global HARD_TIMEOUT
     if timeout and not os.environ.get("QBTEST_TIMEOUT"):
         HARD_TIMEOUT = int(timeout)
+    if WRAPPER:
+        HARD_TIMEOUT *= 3
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(HARD_TIMEOUT)
-    diag("QEMU=%s QBRANCHD=%s" % (QEMU, QBRANCHD))
+    _reports_start()
+    diag("QEMU=%s QBRANCHD=%s%s" % (QEMU, QBRANCHD,
+                                    " QBTEST_WRAPPER=%s" % " ".join(WRAPPER)
+                                    if WRAPPER else ""))
     env = None
     try:
         env = Env()
@@ -1647,6 +1745,10 @@ def run(main, timeout=None):
              traceback.format_exc())
     finally:
         signal.alarm(0)
+    # Stopped before the plan: what they report at exit is a test point.
+    for e in list(_envs):
+        e.stop()
+    _reports_check()
     if _tap.n == 0 and _tap.skip_reason:
         sys.stdout.write("1..0 # SKIP %s\n" % _tap.skip_reason)
         sys.stdout.flush()
