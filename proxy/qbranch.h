@@ -730,6 +730,7 @@ struct op {
 	struct snap_memory *mem;	/* the one at hand */
 	struct snap_memory *mem_load;	/* what the attach loads, or NULL */
 	struct snap_memory *mem_save;	/* what the attach saves, or NULL */
+	int		 mem_made;	/* its files are being made */
 	int		 job_tolerate;	/* a job's error goes to job_error */
 	json_t		*sync_first;	/* files to sync before the commit */
 	json_t		*mem_files;	/* every saved state's, before */

@@ -79,6 +79,11 @@ attach_step(struct op *op, json_t *ret)
 
 	switch (op->astage) {
 	case 0:
+		/* The intent is written: the saved state's files can be made. */
+		if (op->i == 0 && op->mem_save != NULL && !op->mem_made) {
+			op->mem_made = 1;
+			op_memory_files(op, op->mem_save);
+		}
 		/* The image below each new top must be open. */
 		if (op->i < op->npaths && !op->chain_after) {
 			below = op->backings[op->i++];

@@ -1027,11 +1027,10 @@ op_memory_plan(struct op *op, const struct snap_memory *load, int *run)
 	cmd_run_state(op->args, run, load != NULL ? strcmp(load->vm_state,
 	    "running") == 0 : op->was_running, op->was_running, &cause);
 	op->mem_load = snap_memory_dup(load);
-	if (json_is_true(json_object_get(op->args, "save-memory"))) {
+	/* Its files are made by op_attach(), once its intent says so. */
+	if (json_is_true(json_object_get(op->args, "save-memory")))
 		op->mem_save = snap_memory_new("branch", old->name,
 		    op->run_state);
-		op_memory_files(op, op->mem_save);
-	}
 	return 0;
 }
 

@@ -117,8 +117,9 @@ orphan_stems_files(json_t *dirs, const struct snap_file *f, size_t n,
 }
 
 /*
- * Every file in use now, into set: the tree's images and saved states, and
- * what the running operation makes, opens or removes.
+ * Every file in use now, into set: the tree's images and saved states,
+ * what the running operation makes, opens or removes, and what the intent
+ * of one cut short names.
  */
 static void
 orphan_taken(json_t *set, const struct snap_tree *t)
@@ -143,6 +144,11 @@ orphan_taken(json_t *set, const struct snap_tree *t)
 	json_decref(memory);
 	if (snap.op != NULL)
 		orphan_inuse_op(set, snap.op);
+	/* An operation cut short and not recovered yet: recover.c decides. */
+	orphan_set_walk(set, json_object_get(snap.intent, "created"));
+	orphan_set_walk(set, json_object_get(snap.intent, "doomed"));
+	orphan_set_walk(set, json_object_get(snap.intent, "attach"));
+	orphan_set_walk(set, json_object_get(snap.intent, "merge"));
 }
 
 /*
@@ -510,6 +516,8 @@ orphan_inuse_op(json_t *set, const struct op *op)
 	orphan_set_walk(set, op->closing);
 	orphan_set_walk(set, op->sync_first);
 	orphan_set_walk(set, op->mem_files);
+	orphan_set_walk(set, op->doomed);
+	orphan_set_walk(set, op->intent_merge);
 }
 
 /* Whether f is an orphan image; *why says over what (new string). */

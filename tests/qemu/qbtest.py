@@ -1214,7 +1214,8 @@ QB_COMMANDS = ["qbranch-snapshot-create", "qbranch-snapshot-revert",
                "qbranch-branch-switch", "qbranch-snapshot-delete",
                "qbranch-branch-delete", "qbranch-snapshot-edit",
                "qbranch-query-snapshots", "qbranch-query-branches",
-               "qbranch-query-disks"]
+               "qbranch-query-disks", "qbranch-query-orphans",
+               "qbranch-orphans-delete"]
 
 
 class QBFailed(QBTestError):

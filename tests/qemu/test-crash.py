@@ -120,6 +120,8 @@ class Crash:
             ok(not os.path.exists(os.path.join(vm.state_dir,
                                                "intent.json")),
                "%s: no intent is left" % text),
+            eq(vm.ret("qbranch-query-orphans")["orphans"], [],
+               "%s: no orphan" % text),
         ]
         return all(good)
 
@@ -386,6 +388,30 @@ def op_delete(big_before):
     return op
 
 
+def op_delete_children(cr, mode):
+    """A snapshot with a child, the branch left on the child: the three go
+    with mode children, from a branch reverted to base."""
+    vm = cr.vm
+    k = cr.serial = getattr(cr, "serial", 0) + 1
+    x, y = "x%d" % k, "y%d" % k
+    vm.write(0x40 + k % 0x30, 10 * MiB, dev="vda")
+    freeze(vm, vm.create(x))
+    vm.write(0x50 + k % 0x30, 11 * MiB, dev="vdb")
+    freeze(vm, vm.create(y))
+    vm.revert("base")
+    r = send(cr, mode, "qbranch-snapshot-delete", {"name": x,
+                                                    "mode": "children"})
+    if mode is None:
+        vm._deleted(x, "children")
+        return r
+
+    def follow():
+        if x not in {s["name"] for s in vm.query_snapshots()["snapshots"]}:
+            vm._deleted(x, "children")
+    cr.pending = follow
+    return r
+
+
 # -- the kinds ---------------------------------------------------------------
 def setup_base(cr):
     vm = cr.vm
@@ -419,6 +445,7 @@ KINDS_ALL = [
     ("switch", "switch keeping memory", setup_switch, op_switch),
     ("delete", "delete (commit)", setup_base, op_delete(True)),
     ("delete", "delete (stream)", setup_base, op_delete(False)),
+    ("delete", "delete with children", setup_base, op_delete_children),
 ]
 
 
@@ -442,7 +469,7 @@ def run_kind(env, index, kind, label, setup, op):
         if names[n - 1].startswith("before ") and \
                 names[n - 1] != "before file work":
             cr.fail_at(op, n, names[n - 1])
-    if kind == "delete":
+    if label.startswith("delete ("):
         ok(cr.adopted > 0, "%s: QEMU's merge jobs were adopted (%d times)"
            % (label, cr.adopted))
     cr.start()
