@@ -5,7 +5,7 @@
  * each piece of file work. The points of an operation are numbered in the
  * order it reaches them: "create#7" is the seventh point of a create.
  *
- * QBRANCHD_FAULT=KIND#N makes qbranchd exit at once there, as if killed;
+ * QBRANCHD_FAULT=KIND#N makes qbranchd kill itself there (SIGKILL);
  * KIND#N:fail makes that step fail instead; KIND#N:stop stops qbranchd
  * (SIGSTOP) there, for a test to kill QEMU meanwhile. QBRANCHD_FAULT=trace
  * logs every point passed. Only debug builds (--enable-debug) read the variable: a
@@ -15,18 +15,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "config.h"
 #include "qbranch.h"
-
-#define FAULT_EXIT	99		/* the exit status at a point */
 
 static int	 fault_on;		/* QBRANCHD_FAULT was read and set */
 static int	 fault_trace;
 static char	 fault_kind[32];
 static unsigned	 fault_at;
-static enum { FAULT_EXIT_AT, FAULT_FAIL_AT, FAULT_STOP_AT } fault_action;
+static enum { FAULT_KILL_AT, FAULT_FAIL_AT, FAULT_STOP_AT } fault_action;
 
 /* Reads QBRANCHD_FAULT (debug builds only). */
 void
@@ -64,8 +61,8 @@ fault_init(void)
 
 /*
  * A step of op is reached (what and detail say which). Returns -1 when
- * the step is to fail (only where it can: before a command); exits when
- * qbranchd is to die here.
+ * the step is to fail (only where it can: before a command); does not
+ * return when qbranchd is to die here.
  */
 int
 fault_point(struct op *op, const char *what, const char *detail,
@@ -92,12 +89,13 @@ fault_point(struct op *op, const char *what, const char *detail,
 		    op->points, what, detail ? detail : "");
 		raise(SIGSTOP);
 		return 0;
-	case FAULT_EXIT_AT:
+	case FAULT_KILL_AT:
 		break;
 	}
-	log_warnx("fault point %s#%u (%s %s): exiting", op->kind, op->points,
-	    what, detail ? detail : "");
-	_exit(FAULT_EXIT);
+	log_warnx("fault point %s#%u (%s %s): killing qbranchd", op->kind,
+	    op->points, what, detail ? detail : "");
+	raise(SIGKILL);
+	return 0;
 }
 
 /* The error reply a failing step gets instead of QEMU's (new reference). */

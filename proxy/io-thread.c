@@ -25,6 +25,15 @@ struct io_work {
 static int		 wake[2] = { -1, -1 };
 static struct event	*wake_ev;
 
+/*
+ * Work not taken in yet (running, or done and not read from the pipe),
+ * waited for at exit (io_drain()): no file is left half written, and no
+ * result is dropped.
+ */
+static pthread_mutex_t	 running_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t	 running_done = PTHREAD_COND_INITIALIZER;
+static unsigned		 running, unread;
+
 static void
 io_wake_cb(int fd, short what, void *arg)
 {
@@ -37,6 +46,9 @@ io_wake_cb(int fd, short what, void *arg)
 			continue;
 		if (n != (ssize_t)sizeof w)
 			return;
+		pthread_mutex_lock(&running_lock);
+		unread--;
+		pthread_mutex_unlock(&running_lock);
 		w->done(w->arg);
 		free(w);
 	}
@@ -53,6 +65,27 @@ io_init(void)
 	wake_ev = event_new(base, wake[0], EV_READ | EV_PERSIST, io_wake_cb,
 	    NULL);
 	event_add(wake_ev, NULL);
+}
+
+/*
+ * At exit, before anything is freed: waits for the threads, and lets the
+ * event loop take in their results (which may start more work).
+ */
+void
+io_drain(void)
+{
+	int	left;
+
+	for (;;) {
+		pthread_mutex_lock(&running_lock);
+		while (running > 0)
+			pthread_cond_wait(&running_done, &running_lock);
+		left = unread > 0;
+		pthread_mutex_unlock(&running_lock);
+		if (!left)
+			return;
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	}
 }
 
 void
@@ -84,7 +117,12 @@ io_thread(void *arg)
 	struct io_work	*w = arg;
 
 	w->work(w->arg);
+	pthread_mutex_lock(&running_lock);
 	io_post(w);
+	unread++;
+	if (--running == 0)
+		pthread_cond_signal(&running_done);
+	pthread_mutex_unlock(&running_lock);
 	return NULL;
 }
 
@@ -106,12 +144,19 @@ io_run(void (*work)(void *), void (*done)(void *), void *arg)
 	w->arg = arg;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_mutex_lock(&running_lock);
+	running++;
+	pthread_mutex_unlock(&running_lock);
 	error = pthread_create(&t, &attr, io_thread, w);
 	pthread_attr_destroy(&attr);
 	if (error != 0) {
 		log_warnx("pthread_create: %s; the file work runs in the "
 		    "event loop", strerror(error));
 		work(arg);
+		pthread_mutex_lock(&running_lock);
+		running--;
 		io_post(w);
+		unread++;
+		pthread_mutex_unlock(&running_lock);
 	}
 }

@@ -878,6 +878,7 @@ int		 op_memory_plan(struct op *, const struct snap_memory *, int *);
 
 /* io-thread.c: file work off the event loop. */
 void		 io_init(void);
+void		 io_drain(void);
 void		 io_shutdown(void);
 void		 io_run(void (*)(void *), void (*)(void *), void *);
 

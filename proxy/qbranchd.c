@@ -516,6 +516,7 @@ main(int argc, char **argv)
 	free(what);
 
 	event_base_dispatch(base);
+	io_drain();
 
 	/* Sessions still open at shutdown: free them for a clean exit. */
 	while ((c = TAILQ_FIRST(&clients)) != NULL)

@@ -4,7 +4,7 @@
 # when each reply comes, before and after each piece of file work. For each
 # kind of operation, a first run with QBRANCHD_FAULT=trace counts its
 # points; then, for every point, qbranchd is started with
-# QBRANCHD_FAULT=<kind>#<n>, which makes it exit there as if killed, and
+# QBRANCHD_FAULT=<kind>#<n>, which makes it kill itself there (SIGKILL), and
 # started again. After each, with the VM on two disks:
 #   - qbranchd came back and runs snapshot commands (the tree is usable),
 #     and the tree file as README documents it equals what it answers;
@@ -167,7 +167,7 @@ class Crash:
             proxy.wait(CMD_TIMEOUT)
         except Exception:
             pass
-        if proxy.alive() or proxy.proc.returncode != 99:
+        if proxy.alive() or proxy.proc.returncode != -signal.SIGKILL:
             self.gaps.append(text)
             try:
                 reply = self.vm.c.recv_raw(timeout=1)
