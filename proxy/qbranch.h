@@ -743,6 +743,8 @@ struct op {
 	int		 intent_written;
 	int		 intent_keep;	/* it outlives the operation */
 	int		 committed;	/* QEMU changed for good */
+	char		*answer;	/* the reply's "return", as text */
+	int		 answered;	/* the client has its reply */
 	int64_t		 intent_seq;	/* the tree file's seq before */
 	json_t		*intent_before;	/* {device: file} before */
 	json_t		*intent_merge;	/* the merge under way */

@@ -25,6 +25,7 @@ struct snap_state	 snap;
 static void	op_reply_cb(json_t *, void *);
 static void	op_undo_next(struct op *, json_t *);
 static void	op_finish(struct op *);
+static void	op_answer(struct op *);
 static void	progress_stop(struct op *);
 
 /* Whether an operation runs (and QEMU's events must be looked at). */
@@ -127,7 +128,13 @@ op_finish(struct op *op)
 	size_t		 i;
 
 	/* Its intent goes first: until then, it holds clients off. */
-	if (op_intent_end(op) || op->io_pending > 0) {
+	if (op_intent_end(op)) {
+		op->finish_deferred = 1;
+		return;
+	}
+	if (!op->answered)
+		op_answer(op);
+	if (op->io_pending > 0) {
 		/* A thread still writes for it: it ends when that is done. */
 		op->finish_deferred = 1;
 		return;
@@ -193,16 +200,28 @@ op_finish(struct op *op)
 void
 op_done(struct op *op, json_t *ret)
 {
-	char	*text;
-
-	if (op->client != NULL) {
-		text = json_dumps(ret, JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
-		client_reply_local(op->client, qmp_return_reply(text, op->id,
-		    op->idlen));
-		free(text);
-	}
+	op->answer = json_dumps(ret, JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
 	json_decref(ret);
 	op_finish(op);
+}
+
+/*
+ * The client's answer, once the operation's intent is gone: a client may
+ * send the next operation as soon as it has it, and that one's intent must
+ * not race with this one's removal.
+ */
+static void
+op_answer(struct op *op)
+{
+	if (op->client != NULL && op->answer != NULL)
+		client_reply_local(op->client, qmp_return_reply(op->answer,
+		    op->id, op->idlen));
+	else if (op->client != NULL && op->error != NULL)
+		client_send_error(op->client, "GenericError", op->error, op->id,
+		    op->idlen);
+	free(op->answer);
+	op->answer = NULL;
+	op->answered = 1;
 }
 
 /*
@@ -249,10 +268,7 @@ op_undo_next(struct op *op, json_t *ret)
 		return;
 	}
 	if (n == 0) {
-		if (op->client != NULL)
-			client_send_error(op->client, "GenericError",
-			    op->error, op->id, op->idlen);
-		op_finish(op);
+		op_finish(op);		/* it answers with op->error */
 		return;
 	}
 	u = json_incref(json_array_get(op->undo, n - 1));

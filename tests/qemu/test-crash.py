@@ -480,7 +480,29 @@ def run_kind(env, index, kind, label, setup, op):
     return cr
 
 
+def back_to_back(env):
+    """An operation's intent is gone before its reply: another client may
+    start the next one at once (the intent of one must not race with the
+    removal of the other's)."""
+    vm = SnapVM(env, disks=[qbtest.Disk("vda", image="b2b-vda.qcow2")],
+                state_dir="b2b")
+    other = vm.proxy.client(negotiate=True, timeout=CMD_TIMEOUT)
+    refused = []
+    for k in range(20):
+        c = vm.c if k % 2 == 0 else other
+        r = c.cmd("qbranch-snapshot-create", {"name": "b%d" % k})
+        if "return" not in r:
+            refused.append(r.raw.decode("utf-8", "replace"))
+    ok(not refused, "20 creates from two clients in turn, each sent as soon "
+       "as the last was answered: none refused", *refused)
+    other.close()
+    vm.c.close()
+    vm.proxy.stop()
+    vm.qemu.stop()
+
+
 def main(env):
+    back_to_back(env)
     covered = recovered = 0
     gaps = []
     for i, (kind, label, setup, op) in enumerate(KINDS):
