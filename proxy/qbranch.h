@@ -743,6 +743,7 @@ struct op {
 	int		 intent_written;
 	int		 intent_keep;	/* it outlives the operation */
 	int		 committed;	/* QEMU changed for good */
+	int		 qemu_gone;	/* the QEMU it changed went away */
 	char		*answer;	/* the reply's "return", as text */
 	int		 answered;	/* the client has its reply */
 	int64_t		 intent_seq;	/* the tree file's seq before */

@@ -461,6 +461,12 @@ op_call(struct op *op, const char *execute, json_t *args)
 	json_t	*fake;
 
 	snprintf(op->calling, sizeof op->calling, "%s", execute);
+	if (op->qemu_gone) {
+		/* Never to a QEMU started since: it is not the one changed. */
+		json_decref(args);
+		op_reply_cb(NULL, op);
+		return;
+	}
 	if (fault_point(op, "before", execute, op_can_fail(op)) == -1) {
 		/* As if QEMU had refused it. */
 		json_decref(args);
@@ -484,6 +490,7 @@ op_reply_cb(json_t *reply, void *arg)
 		/* QEMU is gone: nothing can be undone through it now. */
 		json_array_clear(op->undo);
 		op->intent_keep = 1;
+		op->qemu_gone = 1;
 		op_fail(op, "QEMU went away during the operation");
 		return;
 	}
@@ -536,7 +543,10 @@ all_reply_cb(json_t *reply, void *arg)
 	struct op		*op = slot->op;
 
 	if (reply == NULL) {
+		/* As op_reply_cb(): nothing goes to a QEMU started since. */
+		json_array_clear(op->undo);
 		op->intent_keep = 1;
+		op->qemu_gone = 1;
 		reply = json_pack("{s:{s:s, s:s}}", "error", "class",
 		    "GenericError", "desc", "QEMU went away during the "
 		    "operation");
@@ -563,6 +573,12 @@ op_call_all(struct op *op, json_t *calls)
 	op->replies = json_array();
 	op->sending = 1;
 	json_array_foreach(calls, i, c) {
+		if (op->qemu_gone) {
+			json_array_append_new(op->replies, json_pack(
+			    "{s:{s:s, s:s}}", "error", "class", "GenericError",
+			    "desc", "QEMU went away during the operation"));
+			continue;
+		}
 		if (refuse) {
 			/* As if QEMU had refused each. */
 			json_array_append_new(op->replies, fault_reply(
