@@ -71,15 +71,34 @@ runs_on(struct op *op, json_t *map)
 	return 1;
 }
 
+/*
+ * The model becomes the tree file form v (taken). A new model has no
+ * lines to compare with the file's: the next write is the whole file.
+ */
+static int
+tree_take(json_t *v, char **cause)
+{
+	struct snap_tree	*t;
+
+	t = snap_tree_from_json(v, cause);
+	json_decref(v);
+	if (t == NULL)
+		return -1;
+	snap_tree_free(snap.tree);
+	snap.tree = t;
+	snap.model_dirty = 1;
+	snap.whole_next = 1;
+	return 0;
+}
+
 /* The tree the operation was committing, from its intent. */
 static int
 tree_take_intent(char **cause)
 {
-	struct snap_tree	*t;
-	json_t			*v;
-	const char		*record, *whole;
-	char			*text;
-	size_t			 good;
+	json_t		*v;
+	const char	*record, *whole;
+	char		*text;
+	size_t		 good;
 
 	record = json_string_value(intent_get("record"));
 	whole = json_string_value(intent_get("tree"));
@@ -101,38 +120,21 @@ tree_take_intent(char **cause)
 		json_decref(v);
 		return -1;
 	}
-	t = snap_tree_from_json(v, cause);
-	json_decref(v);
-	if (t == NULL)
-		return -1;
-	snap_tree_free(snap.tree);
-	snap.tree = t;
-	snap.model_dirty = 1;
-	snap.whole_next = 1;		/* a new model: no lines to compare */
-	return 0;
+	return tree_take(v, cause);
 }
 
 /* The tree as it was before an operation that found it unwritten. */
 static int
 tree_take_pre(char **cause)
 {
-	struct snap_tree	*t;
-	json_t			*v;
+	json_t	*v;
 
 	if ((v = json_loads(json_string_value(intent_get("pre")), 0,
 	    NULL)) == NULL) {
 		*cause = xstrdup("the intent's tree does not parse");
 		return -1;
 	}
-	t = snap_tree_from_json(v, cause);
-	json_decref(v);
-	if (t == NULL)
-		return -1;
-	snap_tree_free(snap.tree);
-	snap.tree = t;
-	snap.model_dirty = 1;
-	snap.whole_next = 1;
-	return 0;
+	return tree_take(v, cause);
 }
 
 /*
