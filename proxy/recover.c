@@ -19,7 +19,6 @@
  * only while nothing in the tree or in QEMU uses them; anything else left
  * is listed by qbranch-query-orphans.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -144,7 +143,7 @@ tree_take_pre(char **cause)
 static char *
 qcow2_backing(const char *path)
 {
-	unsigned char	 h[20];
+	unsigned char	 h[ORPHAN_QCOW2_HEAD];
 	uint64_t	 off;
 	uint32_t	 len;
 	char		*name = NULL;
@@ -152,20 +151,14 @@ qcow2_backing(const char *path)
 
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
 		return NULL;
-	if (pread(fd, h, sizeof h, 0) != sizeof h ||
-	    memcmp(h, "QFI\xfb", 4) != 0)
-		goto out;
-	off = (uint64_t)ntohl(*(uint32_t *)(h + 8)) << 32 |
-	    ntohl(*(uint32_t *)(h + 12));
-	len = ntohl(*(uint32_t *)(h + 16));
-	if (off == 0 || len == 0 || len > 1023)
-		goto out;
-	name = xcalloc(1, len + 1);
-	if (pread(fd, name, len, off) != (ssize_t)len) {
-		free(name);
-		name = NULL;
+	if (pread(fd, h, sizeof h, 0) == sizeof h &&
+	    orphan_qcow2_backing(h, sizeof h, &off, &len) == 1 && len > 0) {
+		name = xcalloc(1, len + 1);
+		if (pread(fd, name, len, off) != (ssize_t)len) {
+			free(name);
+			name = NULL;
+		}
 	}
-out:
 	close(fd);
 	return name;
 }
